@@ -35,9 +35,7 @@ NVME_FAMILIES: Final = frozenset(
     }
 )  # fmt: skip
 # Families that need the GPU build of the Hugging Face inference container.
-GPU_FAMILIES: Final = frozenset(
-    {"g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en"}
-)
+GPU_FAMILIES: Final = frozenset({"g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en"})
 
 
 class ConfigError(ValueError):
@@ -208,7 +206,9 @@ def _boolean(key: str, raw: Any) -> bool:
 _INSTANCE = _string(INSTANCE_TYPE, "a SageMaker instance type starting with 'ml.'", "ml.m5.xlarge")
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
-    "stack_name": _string(STACK_NAME, "a CloudFormation stack name (letters, digits, hyphens)", "ZeroShotClassification"),
+    "stack_name": _string(
+        STACK_NAME, "a CloudFormation stack name (letters, digits, hyphens)", "ZeroShotClassification"
+    ),
     "region": _optional(REGION, "an AWS region name or empty for the CLI's region", "eu-west-1"),
     "model_id": _string(MODEL_ID, "a Hugging Face model id 'owner/name'", "facebook/bart-large-mnli"),
     "model_revision": _string(

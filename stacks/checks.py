@@ -1,0 +1,51 @@
+"""Compliance checks that run on every synthesis: cdk-nag's AwsSolutions, HIPAA Security and NIST 800-53 R5 packs.
+
+An unacknowledged finding makes ``app.synth()`` fail (``ValidationFailed``) and writes ``validation-report.json``.
+Acknowledgments are made per resource, with the concrete reason, through :func:`acknowledge`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
+from constructs import IConstruct
+
+NAG_PACKS = ("AwsSolutions", "HIPAA.Security", "NIST.800.53.R5")
+
+
+def add_compliance_checks(app: cdk.App) -> None:
+    cdk.Validations.of(app).add_plugins(
+        AwsSolutionsChecks(app, verbose=True),
+        HIPAASecurityChecks(app, verbose=True),
+        NIST80053R5Checks(app, verbose=True),
+    )
+
+
+# Every role's policy is generated from the grants in this app: it is created, versioned and rolled back with the
+# stack and attached to that one role, so a separately managed policy would add nothing but indirection.
+INLINE_POLICY_REASON: Final = {
+    f"{pack}-IAMNoInlinePolicy": "The policy is generated from this stack's grants for this one role and is "
+    "versioned and rolled back with the stack; a reusable managed policy would add nothing."
+    for pack in ("HIPAA.Security", "NIST.800.53.R5")
+}
+
+
+def logical_id(construct: IConstruct) -> str:
+    """The CloudFormation logical id of a construct's resource, as cdk-nag prints it in finding ids."""
+    stack = cdk.Stack.of(construct)
+    child = construct.node.default_child
+    assert isinstance(child, cdk.CfnElement)
+    return str(stack.resolve(stack.get_logical_id(child)))
+
+
+def acknowledge(construct: IConstruct, findings: Mapping[str, str]) -> None:
+    """Acknowledge cdk-nag findings on one construct (and its children): ``{rule id: reason}``.
+
+    Rule ids that report per finding need the finding too, e.g. ``AwsSolutions-IAM5[Resource::*]``.
+    """
+    validations = cdk.Validations.of(construct)
+    for rule_id, reason in findings.items():
+        validations.acknowledge(cdk.Acknowledgment(id=rule_id, reason=reason))

@@ -1,0 +1,131 @@
+"""The stack: it only wires the constructs of each logical unit together and publishes the outputs."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.config import Settings, is_gpu
+from stacks.encryption import EncryptionKey
+from stacks.endpoint import InferenceEndpoint
+from stacks.execution_role import SageMakerExecutionRole
+from stacks.images import InferenceImages
+from stacks.model import ZeroShotModel
+from stacks.network import Network
+from stacks.serving_env import serving_environment
+from stacks.storage import PREFIXES, DataStorage
+
+
+class ZeroShotStack(cdk.Stack):
+    """Zero-shot text classification on SageMaker: storage, model, real-time endpoint and the batch path."""
+
+    def __init__(self, scope: Construct, id_: str, *, settings: Settings, **kwargs: object) -> None:
+        super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+        log_retention: logs.RetentionDays = getattr(logs.RetentionDays, _retention_name(settings.log_retention_days))
+        self.log_retention = log_retention
+
+        encryption = EncryptionKey(self, "Encryption", retain=settings.retain_data)
+        self.key = encryption.key
+        self.encryption = encryption
+        storage = DataStorage(
+            self,
+            "Storage",
+            key=self.key,
+            retain=settings.retain_data,
+            output_expiry_days=settings.output_expiry_days,
+        )
+        self.bucket = storage.bucket
+        self.network = (
+            Network(self, "Network", key=self.key, log_retention=log_retention, retain=settings.retain_data)
+            if settings.vpc
+            else None
+        )
+        self.images = InferenceImages(self, "Images")
+        self.execution_role = SageMakerExecutionRole(
+            self,
+            "ExecutionRole",
+            bucket=self.bucket,
+            key=self.key,
+            image_repository_arn=self.images.repository_arn,
+            in_vpc=self.network is not None,
+        ).role
+
+        # --- model import ---
+        model_data_url: str | None = settings.model_data_url if settings.model_source == "s3" else None
+        # --- end model import ---
+
+        self.model = self._model("Model", settings.batch_instance_type, model_data_url, isolated=True)
+
+        # --- endpoint ---
+        self.endpoint: InferenceEndpoint | None = None
+        if settings.has_endpoint:
+            shares_model = settings.endpoint_mode == "provisioned" and is_gpu(
+                settings.endpoint_instance_type
+            ) == is_gpu(settings.batch_instance_type)
+            # SageMaker runs serverless endpoints without network isolation (and never in a VPC): they get a model
+            # of their own from the same artifact.
+            endpoint_model = (
+                self.model
+                if shares_model
+                else self._model(
+                    "EndpointModel",
+                    settings.endpoint_instance_type if settings.endpoint_mode == "provisioned" else "ml.m5.xlarge",
+                    model_data_url,
+                    isolated=settings.endpoint_mode == "provisioned",
+                )
+            )
+            self.endpoint = InferenceEndpoint(
+                self, "Endpoint", settings=settings, model=endpoint_model.resource, key=self.key, bucket=self.bucket
+            )
+        # --- end endpoint ---
+
+        # --- batch path ---
+        # --- end batch path ---
+
+        # --- monitoring ---
+        # --- end monitoring ---
+
+        self._outputs()
+
+    def _model(self, id_: str, instance_type: str, model_data_url: str | None, *, isolated: bool) -> ZeroShotModel:
+        s = self.settings
+        environment = serving_environment(
+            instance_type=instance_type,
+            batch_size=s.inference_batch_size,
+            timeout_seconds=s.batch_model_timeout_seconds,
+        )
+        if model_data_url is None:
+            # Hub loading (model_source=hub): the container downloads the pinned revision when it starts.
+            environment = {**environment, "HF_MODEL_ID": s.model_id, "HF_MODEL_REVISION": s.model_revision}
+        return ZeroShotModel(
+            self,
+            id_,
+            role=self.execution_role,
+            image=self.images.uri(instance_type),
+            environment=environment,
+            model_data_url=model_data_url,
+            network_isolation=isolated and model_data_url is not None,
+            network=self.network,
+        )
+
+    def _outputs(self) -> None:
+        cdk.CfnOutput(self, "BucketName", value=self.bucket.bucket_name, description="Data bucket")
+        cdk.CfnOutput(self, "InputPrefix", value=PREFIXES.input, description="Drop .jsonl files here")
+        cdk.CfnOutput(self, "OutputPrefix", value=PREFIXES.output, description="Results (<input key>.out)")
+        cdk.CfnOutput(self, "ErrorsPrefix", value=PREFIXES.errors, description="Status records of failed files")
+        cdk.CfnOutput(self, "ModelName", value=self.model.model_name, description="SageMaker model of batch jobs")
+        if self.endpoint is not None:
+            cdk.CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name, description="Real-time endpoint")
+
+
+def _retention_name(days: int) -> str:
+    names = {
+        1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
+        60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS",
+        365: "ONE_YEAR", 400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS",
+        1827: "FIVE_YEARS", 2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
+        3653: "TEN_YEARS",
+    }  # fmt: skip
+    return names[days]
