@@ -1,0 +1,438 @@
+"""Pure logic of the batch trigger: no AWS calls, no clock, no randomness.
+
+Everything here is a function of its arguments, so the unit tests exercise it without moto or stubs:
+settings parsing, S3 event parsing (URL-decoded keys, noise), job-name derivation, grouping, the manifest, the
+``CreateTransformJob`` request, claim decisions and the deferral backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import unquote_plus
+
+JOB_NAME: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+# The job-name prefix is lower case: SageMaker lowercases names in resource ARNs, so the IAM policy
+# (`transform-job/<prefix>-*`) only matches names whose prefix is already lower case.
+JOB_PREFIX: Final = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,37}$")
+DIGEST_CHARS: Final = 24  # 96 bits of SHA-256: collision-free in practice for any number of jobs a stack will run
+MAX_JOB_PREFIX: Final = 63 - 1 - DIGEST_CHARS  # 38
+SUFFIX: Final = ".jsonl"
+GZIP_SUFFIX: Final = ".jsonl.gz"
+MAX_VISIBILITY_SECONDS: Final = 43_200  # SQS maximum (12 hours)
+
+# Claim states in the claims table.
+CLAIMED: Final = "CLAIMED"  # claimed for a job that may not have started yet
+STARTED: Final = "STARTED"  # the job that covers this object version exists
+
+
+class SettingsError(ValueError):
+    """An environment variable is missing or invalid; the message names it, the bad value and the fix."""
+
+
+# --- settings -----------------------------------------------------------------------------------------------------
+
+
+def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default)
+    if not value or not value.endswith("/") or value.startswith("/"):
+        raise SettingsError(f"{name}={value!r}: expected an S3 key prefix ending in '/', e.g. {default!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise SettingsError(f"{name} is not set: expected an integer from {low} to {high}")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise SettingsError(f"{name}={raw!r}: expected an integer from {low} to {high}")
+    return value
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise SettingsError(f"{name} is not set: the batch stack sets it on the function; redeploy the stack")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriggerSettings:
+    """The trigger function's configuration, read once from its environment (set by ``stacks/batch.py``)."""
+
+    bucket: str
+    input_prefix: str = "input/"
+    output_prefix: str = "output/"
+    errors_prefix: str = "errors/"
+    manifest_prefix: str = "manifests/"
+    claims_table: str
+    queue_url: str
+    job_name_prefix: str
+    model_name: str
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = 1
+    max_concurrent_jobs: int = 2
+    max_payload_mb: int = 1
+    max_concurrent_transforms: int = 1
+    model_timeout_seconds: int = 3600
+    model_retries: int = 1
+    kms_key_arn: str
+    nvme_families: frozenset[str] = field(default_factory=frozenset)
+    window_seconds: int = 60
+    max_files_per_job: int = 1000
+    claim_ttl_seconds: int = 15 * 86_400
+    claim_grace_seconds: int = 300
+    backoff_base_seconds: int = 60
+    backoff_max_seconds: int = 900
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TriggerSettings:
+        prefix = _required(env, "JOB_NAME_PREFIX")
+        if not JOB_PREFIX.match(prefix):
+            raise SettingsError(
+                f"JOB_NAME_PREFIX={prefix!r}: expected 1-{MAX_JOB_PREFIX} lower-case letters, digits and single "
+                "hyphens, e.g. 'zeroshot-batch'"
+            )
+        instance_type = env.get("INSTANCE_TYPE", "ml.m5.xlarge")
+        if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", instance_type):
+            raise SettingsError(
+                f"INSTANCE_TYPE={instance_type!r}: expected a SageMaker instance type, e.g. ml.m5.xlarge"
+            )
+        settings = cls(
+            bucket=_required(env, "BUCKET_NAME"),
+            input_prefix=_prefix(env, "INPUT_PREFIX", "input/"),
+            output_prefix=_prefix(env, "OUTPUT_PREFIX", "output/"),
+            errors_prefix=_prefix(env, "ERRORS_PREFIX", "errors/"),
+            manifest_prefix=_prefix(env, "MANIFEST_PREFIX", "manifests/"),
+            claims_table=_required(env, "CLAIMS_TABLE"),
+            queue_url=_required(env, "QUEUE_URL"),
+            job_name_prefix=prefix,
+            model_name=_required(env, "MODEL_NAME"),
+            instance_type=instance_type,
+            instance_count=_int(env, "INSTANCE_COUNT", 1, 1, 100),
+            max_concurrent_jobs=_int(env, "MAX_CONCURRENT_JOBS", 2, 1, 100),
+            max_payload_mb=_int(env, "MAX_PAYLOAD_MB", 1, 1, 100),
+            max_concurrent_transforms=_int(env, "MAX_CONCURRENT_TRANSFORMS", 1, 1, 100),
+            model_timeout_seconds=_int(env, "MODEL_TIMEOUT_SECONDS", 3600, 1, 3600),
+            model_retries=_int(env, "MODEL_RETRIES", 1, 0, 3),
+            kms_key_arn=_required(env, "KMS_KEY_ARN"),
+            nvme_families=frozenset(f for f in env.get("NVME_FAMILIES", "").split(",") if f),
+            window_seconds=_int(env, "BATCH_WINDOW_SECONDS", 60, 0, 300),
+            max_files_per_job=_int(env, "MAX_FILES_PER_JOB", 1000, 1, 10_000),
+            claim_ttl_seconds=_int(env, "CLAIM_TTL_SECONDS", 15 * 86_400, 3600, 366 * 86_400),
+            claim_grace_seconds=_int(env, "CLAIM_GRACE_SECONDS", 300, 1, 86_400),
+            backoff_base_seconds=_int(env, "BACKOFF_BASE_SECONDS", 60, 1, MAX_VISIBILITY_SECONDS),
+            backoff_max_seconds=_int(env, "BACKOFF_MAX_SECONDS", 900, 1, MAX_VISIBILITY_SECONDS),
+        )
+        if settings.max_payload_mb * settings.max_concurrent_transforms > 100:
+            raise SettingsError(
+                f"MAX_PAYLOAD_MB={settings.max_payload_mb} × MAX_CONCURRENT_TRANSFORMS="
+                f"{settings.max_concurrent_transforms} exceeds SageMaker's limit of 100: lower one of them"
+            )
+        if len({settings.input_prefix, settings.output_prefix, settings.errors_prefix, settings.manifest_prefix}) < 4:
+            raise SettingsError("INPUT_PREFIX, OUTPUT_PREFIX, ERRORS_PREFIX and MANIFEST_PREFIX must differ")
+        for other in (settings.output_prefix, settings.errors_prefix, settings.manifest_prefix):
+            if other.startswith(settings.input_prefix) or settings.input_prefix.startswith(other):
+                raise SettingsError(
+                    f"INPUT_PREFIX={settings.input_prefix!r} overlaps {other!r}: outputs written there would "
+                    "trigger new jobs; keep the prefixes disjoint"
+                )
+        return settings
+
+    @property
+    def volume_encryptable(self) -> bool:
+        """SageMaker rejects a volume KMS key on instance types with local NVMe storage."""
+        return self.instance_type.split(".")[1] not in self.nvme_families
+
+
+# --- S3 events ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class S3Object:
+    """One object version named by an S3 event. ``revision`` tells versions of the same key apart."""
+
+    bucket: str
+    key: str
+    revision: str
+    size: int = 0
+
+    @property
+    def claim_id(self) -> str:
+        return f"{self.bucket}/{self.key}#{self.revision}"
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """An event (or part of one) that is deliberately not processed, with the reason logged and counted."""
+
+    key: str | None
+    reason: str
+
+
+@dataclass
+class ParsedMessage:
+    objects: list[S3Object] = field(default_factory=list)  # work
+    empty: list[S3Object] = field(default_factory=list)  # zero-byte inputs: a status record, no job
+    ignored: list[Ignored] = field(default_factory=list)  # noise
+
+
+def revision_of(obj: Mapping[str, Any]) -> str:
+    """The identity of one object version in an event.
+
+    ``versionId`` on versioned buckets; otherwise the event ``sequencer`` (a new PUT of the same key has a new
+    one, a re-delivered event has the same one); the ETag as a last resort (moto sends neither).
+    """
+    if obj.get("versionId"):
+        return "v-" + str(obj["versionId"])
+    if obj.get("sequencer"):
+        return "s-" + str(obj["sequencer"])
+    return "e-" + str(obj.get("eTag", "")).strip('"')
+
+
+def parse_message(body: str, settings: TriggerSettings) -> ParsedMessage:
+    """Split an SQS message body (an S3 event notification) into work, empty inputs and ignored noise."""
+    parsed = ParsedMessage()
+    try:
+        event = json.loads(body)
+    except (TypeError, ValueError):
+        parsed.ignored.append(Ignored(None, "message body is not JSON (not an S3 event notification)"))
+        return parsed
+    if not isinstance(event, dict):
+        parsed.ignored.append(Ignored(None, "message body is not an S3 event notification"))
+        return parsed
+    if event.get("Event") == "s3:TestEvent":
+        parsed.ignored.append(Ignored(None, "s3:TestEvent"))
+        return parsed
+    records = event.get("Records")
+    if not isinstance(records, list):
+        parsed.ignored.append(Ignored(None, "message has no S3 event records"))
+        return parsed
+    for record in records:
+        _parse_record(record, settings, parsed)
+    return parsed
+
+
+def _parse_record(record: Any, settings: TriggerSettings, parsed: ParsedMessage) -> None:
+    try:
+        name = str(record.get("eventName", ""))
+        bucket = str(record["s3"]["bucket"]["name"])
+        obj = record["s3"]["object"]
+        key = unquote_plus(str(obj["key"]))
+        size = int(obj.get("size", 0) or 0)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        parsed.ignored.append(Ignored(None, "malformed S3 event record"))
+        return
+    reason = _ignore_reason(name, bucket, key, settings)
+    if reason:
+        parsed.ignored.append(Ignored(key, reason))
+        return
+    target = parsed.empty if size == 0 else parsed.objects
+    target.append(S3Object(bucket=bucket, key=key, revision=revision_of(obj), size=size))
+
+
+def _ignore_reason(event_name: str, bucket: str, key: str, settings: TriggerSettings) -> str | None:
+    if not event_name.startswith("ObjectCreated:"):
+        return f"event {event_name or '(none)'} is not an object creation"
+    if bucket != settings.bucket:
+        return f"bucket {bucket} is not the stack's bucket {settings.bucket}"
+    if not key.startswith(settings.input_prefix) or key == settings.input_prefix:
+        return f"key is outside the input prefix {settings.input_prefix}"
+    if key.endswith(GZIP_SUFFIX):
+        return "gzip input is not supported by the model handler: upload the uncompressed .jsonl"
+    if not key.endswith(SUFFIX):
+        return "not a .jsonl object"
+    return None
+
+
+# --- names, groups, manifest, request ----------------------------------------------------------------------------
+
+
+def job_name(prefix: str, objects: Iterable[S3Object], generation: int = 0) -> str:
+    """Deterministic transform-job name for a set of object versions.
+
+    Same set (in any order, with duplicates) → same name; any other set, another version of a key or another
+    generation → another name. ``<prefix>-<24 hex digits of SHA-256>`` always matches SageMaker's pattern.
+    """
+    digest = hashlib.sha256()
+    for claim_id in sorted({o.claim_id for o in objects}):
+        digest.update(claim_id.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    digest.update(f"generation={generation}".encode())
+    return f"{prefix}-{digest.hexdigest()[:DIGEST_CHARS]}"
+
+
+def is_stack_job(name: str, prefix: str) -> bool:
+    """True for names this stack derives (another stack's prefix may start with ours)."""
+    return re.fullmatch(re.escape(prefix) + rf"-[0-9a-f]{{{DIGEST_CHARS}}}", name) is not None
+
+
+def group_objects(objects: Iterable[S3Object], *, window_seconds: int, max_files: int) -> list[list[S3Object]]:
+    """Coalesce one Lambda batch: window 0 → one job per object; otherwise one job per ``max_files`` objects."""
+    unique = sorted({o.claim_id: o for o in objects}.values())
+    size = 1 if window_seconds == 0 else max_files
+    return [unique[i : i + size] for i in range(0, len(unique), size)]
+
+
+def relative_key(key: str, input_prefix: str) -> str:
+    return key[len(input_prefix) :]
+
+
+def manifest_key(settings: TriggerSettings, name: str) -> str:
+    return f"{settings.manifest_prefix}{name}.json"
+
+
+def manifest_body(settings: TriggerSettings, objects: Sequence[S3Object]) -> bytes:
+    """SageMaker manifest: a prefix entry, then keys relative to it.
+
+    The prefix is the input prefix, so each entry is the key's path below ``input/``; SageMaker names each output
+    ``<S3OutputPath><entry>.out``, which keeps ``input/a/b.jsonl`` → ``output/a/b.jsonl.out``.
+    """
+    entries: list[Any] = [{"prefix": f"s3://{settings.bucket}/{settings.input_prefix}"}]
+    entries.extend(relative_key(o.key, settings.input_prefix) for o in objects)
+    return json.dumps(entries, ensure_ascii=False).encode("utf-8")
+
+
+def manifest_entries(body: bytes) -> tuple[str, list[str]]:
+    """(prefix URI, relative keys) of a manifest written by :func:`manifest_body`."""
+    data = json.loads(body)
+    return str(data[0]["prefix"]), [str(e) for e in data[1:]]
+
+
+def status_key(prefix: str, relative: str) -> str:
+    return f"{prefix}{relative}.status.json"
+
+
+def transform_request(settings: TriggerSettings, name: str, manifest_uri: str, files: int) -> dict[str, Any]:
+    """The ``CreateTransformJob`` request for one manifest.
+
+    Line split/assemble with MultiRecord batches keeps one output line per input line in order (the handler
+    answers a MultiRecord body line for line and echoes ``id``). VPC config and the execution role come from the
+    model. The volume KMS key is omitted on NVMe instance types, whose local storage SageMaker cannot KMS-encrypt.
+    """
+    resources: dict[str, Any] = {"InstanceType": settings.instance_type, "InstanceCount": settings.instance_count}
+    if settings.volume_encryptable:
+        resources["VolumeKmsKeyId"] = settings.kms_key_arn
+    return {
+        "TransformJobName": name,
+        "ModelName": settings.model_name,
+        "MaxConcurrentTransforms": settings.max_concurrent_transforms,
+        "MaxPayloadInMB": settings.max_payload_mb,
+        "BatchStrategy": "MultiRecord",
+        "ModelClientConfig": {
+            "InvocationsTimeoutInSeconds": settings.model_timeout_seconds,
+            "InvocationsMaxRetries": settings.model_retries,
+        },
+        # The model server must not give up before the transform client does (its default is 60 s).
+        "Environment": {"SAGEMAKER_MODEL_SERVER_TIMEOUT": str(settings.model_timeout_seconds)},
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": manifest_uri}},
+            "ContentType": "application/jsonlines",
+            "CompressionType": "None",
+            "SplitType": "Line",
+        },
+        "TransformOutput": {
+            "S3OutputPath": f"s3://{settings.bucket}/{settings.output_prefix}",
+            "Accept": "application/jsonlines",
+            "AssembleWith": "Line",
+            "KmsKeyId": settings.kms_key_arn,
+        },
+        "TransformResources": resources,
+        # Output lines are the handler's own answers (it echoes "id"): no input/output join.
+        "DataProcessing": {"InputFilter": "$", "OutputFilter": "$", "JoinSource": "None"},
+        "Tags": [
+            {"Key": "zstc:batch", "Value": name},
+            {"Key": "zstc:manifest", "Value": manifest_uri[:256]},
+            {"Key": "zstc:files", "Value": str(files)},
+            {"Key": "zstc:job-prefix", "Value": settings.job_name_prefix},
+        ],
+    }
+
+
+# --- SageMaker answers -----------------------------------------------------------------------------------------------
+
+DEFERRABLE_CODES: Final = frozenset(
+    {"ResourceLimitExceeded", "ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException"}
+)
+
+
+def is_name_taken(code: str, message: str) -> bool:
+    """SageMaker's answer when a job of that name already exists (it did our work earlier)."""
+    if code in ("ResourceInUse", "ResourceInUseException"):
+        return True
+    text = message.lower()
+    return code == "ValidationException" and ("already in use" in text or "must be unique" in text)
+
+
+def is_deferrable(code: str) -> bool:
+    """Quota or throttling: the work must wait in the queue, not fail."""
+    return code in DEFERRABLE_CODES
+
+
+# --- claims -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A row of the claims table (the attributes this code reads)."""
+
+    job_name: str
+    state: str
+    owner: str  # SQS message id that made the claim
+    claimed_at: int
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Claim:
+        def plain(value: Any) -> Any:
+            # Accept both the low-level ({"S": ...}) and the resource-level item shape.
+            if isinstance(value, dict) and len(value) == 1:
+                ((kind, inner),) = value.items()
+                return int(inner) if kind == "N" else inner
+            return value
+
+        return cls(
+            job_name=str(plain(item.get("job_name", ""))),
+            state=str(plain(item.get("state", CLAIMED))),
+            owner=str(plain(item.get("owner", ""))),
+            claimed_at=int(plain(item.get("claimed_at", 0))),
+        )
+
+
+def claim_decision(claim: Claim, *, message_ids: Iterable[str], now: int, grace_seconds: int) -> str:
+    """What to do with an object version another (or an earlier) attempt already claimed.
+
+    - ``duplicate``: its job exists (STARTED), or another invocation holds it right now: the message that made
+      the claim is still in flight and will either start the job or come back to the queue. Nothing to do.
+    - ``resume``: the claim is ours (this message made it: our earlier attempt crashed or was deferred) or it is
+      older than the grace period (its owner is certainly gone): finish the work the claim stands for.
+    """
+    if claim.state == STARTED:
+        return "duplicate"
+    if claim.owner in set(message_ids) or now - claim.claimed_at >= grace_seconds:
+        return "resume"
+    return "duplicate"
+
+
+def backoff_seconds(receive_count: int, *, base: int, maximum: int) -> int:
+    """Visibility timeout for a deferred message: base × 2^(n-1), capped (and never above SQS's 12 hours)."""
+    exponent = max(0, min(receive_count - 1, 30))
+    return int(min(base * 2**exponent, maximum, MAX_VISIBILITY_SECONDS))
+
+
+def receives_for_patience(patience_seconds: int, *, base: int, maximum: int) -> int:
+    """The ``maxReceiveCount`` that keeps a deferred message in the queue for at least ``patience_seconds``."""
+    waited, receives = 0, 0
+    while waited < patience_seconds:
+        receives += 1
+        waited += backoff_seconds(receives, base=base, maximum=maximum)
+    return max(receives + 1, 2)

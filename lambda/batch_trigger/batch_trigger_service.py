@@ -1,0 +1,485 @@
+"""The batch trigger's work for one Lambda batch of SQS messages: claim, coalesce, start transform jobs.
+
+AWS clients are injected (the handler passes real ones; tests pass moto / Stubber-backed ones). The order of the
+writes is what makes the path crash-safe:
+
+1. claim each new object version with a conditional put (``attribute_not_exists``) naming the job J that the group
+   will become (J is derived from the group's object versions);
+2. write the manifest ``manifests/J.json`` listing exactly the versions claimed for J;
+3. create J (a "name already in use" answer counts as success); then mark the claims STARTED.
+
+A crash or deferral anywhere leaves claims that a later attempt can finish: a claim whose job's manifest lists it
+is *resumed* (J is created from that manifest; creation is idempotent); a claim whose manifest does not exist or
+does not list it is *adopted* into the current attempt's job. Duplicates of claims held by a live invocation are
+dropped: the message that made the claim is still in flight and either finishes or comes back to the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from batch_trigger_logic import (
+    CLAIMED,
+    STARTED,
+    Claim,
+    S3Object,
+    TriggerSettings,
+    backoff_seconds,
+    claim_decision,
+    group_objects,
+    is_deferrable,
+    is_name_taken,
+    is_stack_job,
+    job_name,
+    manifest_body,
+    manifest_entries,
+    manifest_key,
+    parse_message,
+    relative_key,
+    status_key,
+    transform_request,
+)
+from botocore.exceptions import ClientError
+
+
+class Deferred(Exception):
+    """The message's work waits for a free job slot or the end of throttling; it goes back to the queue."""
+
+    def __init__(self, reason: str, visibility_seconds: int) -> None:
+        super().__init__(reason)
+        self.visibility_seconds = visibility_seconds
+
+
+class WorkFailed(Exception):
+    """The message's work failed for a reason that is not a quota; it goes back to the queue (then the DLQ)."""
+
+
+@dataclass
+class Message:
+    message_id: str
+    receipt_handle: str
+    receive_count: int
+    body: str
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Message:
+        attributes = record.get("attributes") or {}
+        return cls(
+            message_id=str(record["messageId"]),
+            receipt_handle=str(record.get("receiptHandle", "")),
+            receive_count=int(attributes.get("ApproximateReceiveCount", "1") or 1),
+            body=str(record.get("body", "")),
+        )
+
+
+@dataclass
+class BatchResult:
+    """Per-message outcome: absent = done; a ``Deferred`` or ``WorkFailed`` = back to the queue."""
+
+    failures: dict[str, Exception] = field(default_factory=dict)
+    jobs_started: list[str] = field(default_factory=list)
+
+    def fail(self, message_ids: Iterable[str], error: Exception) -> None:
+        for message_id in message_ids:
+            # A deferral wins over a plain failure: its backoff is the better retry schedule.
+            if message_id not in self.failures or isinstance(error, Deferred):
+                self.failures[message_id] = error
+
+
+def _error_code(error: ClientError) -> tuple[str, str]:
+    info = error.response.get("Error", {})
+    return str(info.get("Code", "")), str(info.get("Message", ""))
+
+
+class BatchTrigger:
+    """Turns one batch of S3-event messages into transform jobs. One instance per Lambda container."""
+
+    def __init__(
+        self,
+        settings: TriggerSettings,
+        *,
+        s3: Any,
+        dynamodb: Any,
+        sagemaker: Any,
+        logger: Any,
+        metrics: Any,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.s3 = s3
+        self.dynamodb = dynamodb
+        self.sagemaker = sagemaker
+        self.logger = logger
+        self.metrics = metrics
+        self.clock = clock
+
+    # --- entry point ---------------------------------------------------------------------------------------------
+
+    def process(self, messages: list[Message]) -> BatchResult:
+        result = BatchResult()
+        now = int(self.clock())
+        owners: dict[str, list[Message]] = defaultdict(list)  # claim id -> messages naming it
+        objects: dict[str, S3Object] = {}
+        for message in messages:
+            for obj in self._parse(message, result):
+                owners[obj.claim_id].append(message)
+                objects[obj.claim_id] = obj
+        if not objects:
+            return result
+
+        ctx = _Attempt(owners=owners, now=now, running=None)
+        groups = group_objects(
+            objects.values(), window_seconds=self.settings.window_seconds, max_files=self.settings.max_files_per_job
+        )
+        for group in groups:
+            self._process_group(group, ctx, result)
+        return result
+
+    # --- parsing ---------------------------------------------------------------------------------------------------
+
+    def _parse(self, message: Message, result: BatchResult) -> list[S3Object]:
+        parsed = parse_message(message.body, self.settings)
+        for ignored in parsed.ignored:
+            self.logger.info(
+                "Ignored S3 event",
+                extra={"object_key": ignored.key, "reason": ignored.reason, "message_id": message.message_id},
+            )
+            self.metrics.add_metric(name="FilesIgnored", unit="Count", value=1)
+        received = len(parsed.objects) + len(parsed.empty)
+        if received:
+            self.metrics.add_metric(name="FilesReceived", unit="Count", value=received)
+        for obj in parsed.empty:
+            try:
+                self._write_empty_status(obj)
+            except ClientError as error:
+                self.logger.exception("Could not write the status record of an empty object", extra=_log(obj))
+                result.fail([message.message_id], WorkFailed(f"status record for {obj.key}: {error}"))
+        return parsed.objects
+
+    def _write_empty_status(self, obj: S3Object) -> None:
+        relative = relative_key(obj.key, self.settings.input_prefix)
+        record = {
+            "input": f"s3://{obj.bucket}/{obj.key}",
+            "revision": obj.revision,
+            "state": "Skipped",
+            "job_name": None,
+            "reason": "The object is empty (0 bytes): there is nothing to classify. Upload a JSON Lines file with "
+            "one request per line.",
+        }
+        self.s3.put_object(
+            Bucket=obj.bucket,
+            Key=status_key(self.settings.errors_prefix, relative),
+            Body=json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8"),
+            ContentType="application/json",
+        )
+        self.logger.info("Empty object skipped; status record written", extra=_log(obj))
+        self.metrics.add_metric(name="FilesEmpty", unit="Count", value=1)
+
+    # --- one group → (at most) one new job -------------------------------------------------------------------------
+
+    def _process_group(self, group: list[S3Object], ctx: _Attempt, result: BatchResult) -> None:
+        resumes: dict[str, list[S3Object]] = defaultdict(list)
+        try:
+            fresh = self._plan_group(group, ctx, result, resumes)
+        except ClientError as error:
+            self.logger.exception("Could not plan the transform job of a group", extra={"files": len(group)})
+            result.fail(_message_ids(group, ctx), WorkFailed(f"planning: {_error_code(error)[0]}"))
+            return
+        for name, objects in resumes.items():  # older work first
+            self._ensure_job(name, objects, ctx, result, fresh=False)
+        if fresh is not None:
+            self._ensure_job(fresh[0], fresh[1], ctx, result, fresh=True)
+
+    def _plan_group(
+        self, group: list[S3Object], ctx: _Attempt, result: BatchResult, resumes: dict[str, list[S3Object]]
+    ) -> tuple[str, list[S3Object]] | None:
+        """Claim the group's new versions for one job and write its manifest; collect claims to resume."""
+        remaining = list(group)
+        generation = 0
+        while remaining:
+            name = job_name(self.settings.job_name_prefix, group, generation)
+            listed = self._read_manifest(name)
+            if listed is None:
+                return self._claim_group(name, remaining, ctx, result, resumes)
+            # A retry of the same group found its manifest: the versions it lists belong to that job (resume it);
+            # any other version of the group (its claim failed back then) goes to the next generation's job.
+            mine = [o for o in remaining if relative_key(o.key, self.settings.input_prefix) in listed]
+            resumes[name].extend(mine)
+            remaining = [o for o in remaining if o not in mine]
+            generation += 1
+        return None
+
+    def _claim_group(
+        self,
+        name: str,
+        objects: list[S3Object],
+        ctx: _Attempt,
+        result: BatchResult,
+        resumes: dict[str, list[S3Object]],
+    ) -> tuple[str, list[S3Object]] | None:
+        claimed: list[S3Object] = []
+        for obj in objects:
+            message_ids = [m.message_id for m in ctx.owners[obj.claim_id]]
+            try:
+                if self._claim_one(obj, name, message_ids, ctx, resumes):
+                    claimed.append(obj)
+            except ClientError as error:
+                self.logger.exception("Could not claim the object", extra=_log(obj, name))
+                result.fail(message_ids, WorkFailed(f"claim of {obj.key}: {_error_code(error)[0]}"))
+        if not claimed:
+            return None
+        try:
+            self.s3.put_object(
+                Bucket=self.settings.bucket,
+                Key=manifest_key(self.settings, name),
+                Body=manifest_body(self.settings, claimed),
+                ContentType="application/json",
+            )
+        except ClientError as error:
+            self.logger.exception("Could not write the manifest", extra={"job_name": name})
+            result.fail(_message_ids(claimed, ctx), WorkFailed(f"manifest of {name}: {_error_code(error)[0]}"))
+            return None
+        return name, claimed
+
+    def _claim_one(
+        self, obj: S3Object, name: str, message_ids: list[str], ctx: _Attempt, resumes: dict[str, list[S3Object]]
+    ) -> bool:
+        """True when ``obj`` now belongs to job ``name``; otherwise it is a duplicate or joins ``resumes``."""
+        existing = self._put_claim(obj, name, message_ids[0], ctx.now)
+        if existing is None:
+            return True
+        decision = claim_decision(
+            existing, message_ids=message_ids, now=ctx.now, grace_seconds=self.settings.claim_grace_seconds
+        )
+        if decision == "duplicate":
+            self.logger.info(
+                "Duplicate event: the object version is already claimed",
+                extra=_log(obj, existing.job_name, claim_state=existing.state),
+            )
+            self.metrics.add_metric(name="FilesDuplicate", unit="Count", value=1)
+            return False
+        if existing.job_name == name:  # our own earlier attempt at this very job, before its manifest existed
+            return True
+        listed = self._read_manifest(existing.job_name)
+        if listed is not None and relative_key(obj.key, self.settings.input_prefix) in listed:
+            self.logger.info("Resuming the claimed object's job", extra=_log(obj, existing.job_name))
+            resumes[existing.job_name].append(obj)
+            return False
+        if self._adopt_claim(obj, existing, name, message_ids[0], ctx.now):
+            self.logger.info("Adopted an unfinished claim", extra=_log(obj, name, previous_job_name=existing.job_name))
+            self.metrics.add_metric(name="ClaimsRecovered", unit="Count", value=1)
+            return True
+        self.metrics.add_metric(name="FilesDuplicate", unit="Count", value=1)  # adopted by someone else meanwhile
+        return False
+
+    # --- claims table ------------------------------------------------------------------------------------------------
+
+    def _put_claim(self, obj: S3Object, name: str, owner: str, now: int) -> Claim | None:
+        """Claim ``obj`` for job ``name``; None on success, else the existing claim."""
+        try:
+            self.dynamodb.put_item(
+                TableName=self.settings.claims_table,
+                Item={
+                    "pk": {"S": obj.claim_id},
+                    "job_name": {"S": name},
+                    "state": {"S": CLAIMED},
+                    "owner": {"S": owner},
+                    "claimed_at": {"N": str(now)},
+                    "object_key": {"S": obj.key},
+                    "expires_at": {"N": str(now + self.settings.claim_ttl_seconds)},
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return None
+        except ClientError as error:
+            if _error_code(error)[0] != "ConditionalCheckFailedException":
+                raise
+            item = error.response.get("Item")
+            if item is None:  # older APIs/emulators do not return the item: read it
+                item = self.dynamodb.get_item(
+                    TableName=self.settings.claims_table, Key={"pk": {"S": obj.claim_id}}, ConsistentRead=True
+                ).get("Item", {})
+            return Claim.from_item(item)
+
+    def _adopt_claim(self, obj: S3Object, existing: Claim, name: str, owner: str, now: int) -> bool:
+        try:
+            self.dynamodb.update_item(
+                TableName=self.settings.claims_table,
+                Key={"pk": {"S": obj.claim_id}},
+                UpdateExpression="SET job_name = :new, #owner = :owner, claimed_at = :now",
+                ConditionExpression="job_name = :old AND #state = :claimed",
+                ExpressionAttributeNames={"#owner": "owner", "#state": "state"},
+                ExpressionAttributeValues={
+                    ":new": {"S": name},
+                    ":old": {"S": existing.job_name},
+                    ":owner": {"S": owner},
+                    ":now": {"N": str(now)},
+                    ":claimed": {"S": CLAIMED},
+                },
+            )
+            return True
+        except ClientError as error:
+            if _error_code(error)[0] == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def _mark_started(self, name: str, objects: list[S3Object]) -> None:
+        for obj in objects:
+            try:
+                self.dynamodb.update_item(
+                    TableName=self.settings.claims_table,
+                    Key={"pk": {"S": obj.claim_id}},
+                    UpdateExpression="SET #state = :started",
+                    ConditionExpression="job_name = :job",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues={":started": {"S": STARTED}, ":job": {"S": name}},
+                )
+            except ClientError:
+                # Not fatal: a CLAIMED row whose manifest lists it is resumed idempotently later.
+                self.logger.warning("Could not mark the claim started", extra=_log(obj, name))
+
+    # --- manifests and jobs ---------------------------------------------------------------------------------------
+
+    def _read_manifest(self, name: str) -> set[str] | None:
+        """Relative keys listed by job ``name``'s manifest, or None if it has none."""
+        try:
+            body = self.s3.get_object(Bucket=self.settings.bucket, Key=manifest_key(self.settings, name))["Body"]
+        except ClientError as error:
+            if _error_code(error)[0] in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        return set(manifest_entries(body.read())[1])
+
+    def _ensure_job(self, name: str, objects: list[S3Object], ctx: _Attempt, result: BatchResult, *, fresh: bool):
+        """Make sure job ``name`` exists; defer the objects' messages when no slot or quota is free."""
+        message_ids = _message_ids(objects, ctx)
+        try:
+            if name in ctx.started or (not fresh and self._job_exists(name)):
+                self._mark_started(name, objects)
+                return
+            if ctx.running is None:
+                ctx.running = self._count_running_jobs()
+            if ctx.running >= self.settings.max_concurrent_jobs:
+                self._defer(
+                    name,
+                    objects,
+                    ctx,
+                    result,
+                    f"{ctx.running} jobs running, the limit is {self.settings.max_concurrent_jobs}",
+                )
+                return
+            manifest_uri = f"s3://{self.settings.bucket}/{manifest_key(self.settings, name)}"
+            files = self._manifest_size(name) if not fresh else len(objects)
+            request = transform_request(self.settings, name, manifest_uri, files)
+            try:
+                self.sagemaker.create_transform_job(**request)
+                ctx.running += 1
+                result.jobs_started.append(name)
+                self.metrics.add_metric(name="JobsStarted", unit="Count", value=1)
+                self.logger.info("Transform job started", extra={"job_name": name, "files": files})
+            except ClientError as error:
+                code, text = _error_code(error)
+                if not is_name_taken(code, text):
+                    raise
+                self.logger.info("Transform job already exists", extra={"job_name": name})
+            ctx.started.add(name)
+            self._mark_started(name, objects)
+            for obj in objects:
+                self.logger.info("Object covered by transform job", extra=_log(obj, name))
+        except ClientError as error:
+            code, text = _error_code(error)
+            if is_deferrable(code):
+                self._defer(name, objects, ctx, result, f"{code}: {text}")
+                return
+            self.logger.exception("Could not start the transform job", extra={"job_name": name, "error_code": code})
+            result.fail(message_ids, WorkFailed(f"{name}: {code}: {text}"))
+
+    def _defer(self, name: str, objects: list[S3Object], ctx: _Attempt, result: BatchResult, reason: str) -> None:
+        self.metrics.add_metric(name="JobsDeferred", unit="Count", value=1)
+        self.metrics.add_metric(name="FilesDeferred", unit="Count", value=len(objects))
+        for obj in objects:
+            for message in ctx.owners[obj.claim_id]:
+                delay = backoff_seconds(
+                    message.receive_count,
+                    base=self.settings.backoff_base_seconds,
+                    maximum=self.settings.backoff_max_seconds,
+                )
+                result.fail([message.message_id], Deferred(reason, delay))
+            self.logger.warning("Transform job deferred", extra=_log(obj, name, reason=reason))
+
+    def _job_exists(self, name: str) -> bool:
+        try:
+            self.sagemaker.describe_transform_job(TransformJobName=name)
+            return True
+        except ClientError as error:
+            code, text = _error_code(error)
+            if code in ("ResourceNotFound", "ResourceNotFoundException") or (
+                code == "ValidationException" and "not found" in text.lower()
+            ):
+                return False
+            raise
+
+    def _manifest_size(self, name: str) -> int:
+        listed = self._read_manifest(name)
+        return len(listed) if listed is not None else 0
+
+    def _count_running_jobs(self) -> int:
+        prefix = self.settings.job_name_prefix
+        count = 0
+        paginator = self.sagemaker.get_paginator("list_transform_jobs")
+        for page in paginator.paginate(StatusEquals="InProgress", NameContains=prefix):
+            count += sum(
+                1 for job in page.get("TransformJobSummaries", []) if is_stack_job(job["TransformJobName"], prefix)
+            )
+        return count
+
+
+@dataclass
+class _Attempt:
+    owners: dict[str, list[Message]]
+    now: int
+    running: int | None
+    started: set[str] = field(default_factory=set)
+
+
+def _message_ids(objects: Iterable[S3Object], ctx: _Attempt) -> list[str]:
+    return sorted({m.message_id for o in objects for m in ctx.owners.get(o.claim_id, [])})
+
+
+def _log(obj: S3Object, name: str | None = None, **extra: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"object_key": obj.key, "object_revision": obj.revision}
+    if name:
+        fields["job_name"] = name
+    fields.update(extra)
+    return fields
+
+
+def delay_deferred(sqs: Any, queue_url: str, messages: list[Message], result: BatchResult, logger: Any) -> None:
+    """Give each deferred message its backoff: it stays invisible in the queue that long before the next try.
+
+    Failures here are logged, not raised: the message then simply comes back after the queue's visibility timeout.
+    """
+    entries = [
+        {
+            "Id": str(i),
+            "ReceiptHandle": m.receipt_handle,
+            "VisibilityTimeout": result.failures[m.message_id].visibility_seconds,
+        }
+        for i, m in enumerate(messages)
+        if isinstance(result.failures.get(m.message_id), Deferred) and m.receipt_handle
+    ]
+    for start in range(0, len(entries), 10):
+        chunk = entries[start : start + 10]
+        try:
+            answer = sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=chunk)
+        except ClientError:
+            logger.exception("Could not delay deferred messages", extra={"messages": len(chunk)})
+            continue
+        for failed in answer.get("Failed", []):
+            logger.warning("Could not delay a deferred message", extra={"entry": failed})
