@@ -1,11 +1,113 @@
-"""Placeholder until the handler engineer's version lands (same signature)."""
+"""Environment of the SageMaker model: how the Hugging Face container serves this workload.
+
+Pure function, no AWS calls: the model construct passes the result as the model's ``Environment``. The names are
+those read by the Hugging Face inference toolkit (``sagemaker_inference.parameters``), by Multi Model Server
+(``MMS_*``, read because the toolkit's properties file sets ``enable_envvars_config=true``) and by our handler
+(``model/code/inference.py``). See docs/handler.md for the reasoning behind each value.
+"""
 
 from __future__ import annotations
 
+import math
+import re
+from typing import Final
+
+from stacks.config import GPU_FAMILIES, instance_family
+
+HANDLER_BATCH_SIZE_ENV: Final = "ZSTC_BATCH_SIZE"
+# Batch transform's MaxPayloadInMB is at most 100: accept any mini-batch it may send (default limit: 6.5 MB).
+MAX_PAYLOAD_MB: Final = 100
+# Answers repeat the text and add a score per label: for short texts with many one-letter labels a response can be
+# ~6x its request. Multi Model Server's default response limit (6.5 MB) would fail such batches.
+MAX_RESPONSE_BYTES: Final = 8 * MAX_PAYLOAD_MB * 1024 * 1024
+_SIZE: Final = re.compile(r"^(?:(\d+)xlarge|xlarge|large|medium)$")
+# GPUs per instance where it is not 1 (SageMaker instance types of the GPU families).
+_GPUS: Final = {
+    "g4dn.12xlarge": 4,
+    "g5.12xlarge": 4,
+    "g5.24xlarge": 4,
+    "g5.48xlarge": 8,
+    "g6.12xlarge": 4,
+    "g6.24xlarge": 4,
+    "g6.48xlarge": 8,
+    "g6e.12xlarge": 4,
+    "g6e.24xlarge": 4,
+    "g6e.48xlarge": 8,
+    "p3.8xlarge": 4,
+    "p3.16xlarge": 8,
+    "p3dn.24xlarge": 8,
+    "p4d.24xlarge": 8,
+    "p4de.24xlarge": 8,
+    "p5.48xlarge": 8,
+    "p5e.48xlarge": 8,
+    "p5en.48xlarge": 8,
+}
+
+
+def vcpus(instance_type: str) -> int:
+    """vCPUs of an ``ml.<family>.<size>`` instance: large 2, xlarge 4, Nxlarge 4N (medium: 2, the t2/t3 sizes)."""
+    size = instance_type.split(".")[-1]
+    match = _SIZE.match(size)
+    if match is None:
+        raise ValueError(
+            f"Instance type {instance_type!r} has a size this app does not know ({size!r}): "
+            "use a SageMaker size such as ml.m5.xlarge or ml.g5.2xlarge."
+        )
+    if match.group(1):
+        return 4 * int(match.group(1))
+    return 4 if size == "xlarge" else 2
+
+
+def gpus(instance_type: str) -> int:
+    """GPUs of the instance: 0 for CPU families."""
+    family = instance_family(instance_type)
+    if family not in GPU_FAMILIES:
+        return 0
+    return _GPUS.get(instance_type.removeprefix("ml."), 1)
+
 
 def serving_environment(*, instance_type: str, batch_size: int, timeout_seconds: int) -> dict[str, str]:
+    """Environment variables of the SageMaker model for zero-shot classification with our handler.
+
+    - One model server worker per GPU, or one on CPU: the handler batches (text, label) pairs itself, so a single
+      worker keeps every core busy on a large request, and bart-large-mnli (1.6 GB) is loaded once.
+    - Intra-op threads (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``) = physical cores per worker (vCPUs / 2:
+      SageMaker's x86 instances run two hyper-threads per core, and a second thread per core does not speed up
+      matrix products).
+    - The model server's response timeout = ``timeout_seconds`` (the invocation timeout of the batch path), so a
+      worker is never restarted before SageMaker gives up on the request.
+    - Request limit 100 MB (batch transform's largest MaxPayloadInMB) and a response limit of 800 MB.
+    - ``ZSTC_BATCH_SIZE`` = ``batch_size`` pairs per forward pass. Precision stays ``auto`` (float16 on GPU, float32
+      on CPU: exact scores).
+    """
+    if not instance_type.startswith("ml.") or instance_type.count(".") != 2:
+        raise ValueError(f"Instance type {instance_type!r} is not a SageMaker instance type: use e.g. ml.m5.xlarge.")
+    family = instance_family(instance_type)
+    if family.startswith(("inf", "trn")):
+        raise ValueError(
+            f"Instance type {instance_type!r} is an AWS Neuron instance: this handler runs on CPU or GPU; "
+            "choose e.g. ml.m5.xlarge or ml.g5.xlarge."
+        )
+    if not 1 <= batch_size <= 4096:
+        raise ValueError(f"batch_size {batch_size} is out of range: use 1 to 4096 pairs per forward pass.")
+    if not 1 <= timeout_seconds <= 3600:
+        raise ValueError(f"timeout_seconds {timeout_seconds} is out of range: SageMaker allows 1 to 3600 seconds.")
+
+    cpu_count = vcpus(instance_type)
+    gpu_count = gpus(instance_type)
+    workers = max(1, gpu_count)
+    threads = max(1, cpu_count // 2 // workers)
     return {
         "HF_TASK": "zero-shot-classification",
-        "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(timeout_seconds),
-        "ZSTC_BATCH_SIZE": str(batch_size),
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers),
+        # Multi Model Server 1.1 reads default_response_timeout in minutes and default_response_timeout_seconds in
+        # seconds (the latter wins): set both so the limit holds whichever the container's version reads.
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(math.ceil(timeout_seconds / 60)),
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": str(timeout_seconds),
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(MAX_PAYLOAD_MB),
+        "MMS_MAX_RESPONSE_SIZE": str(MAX_RESPONSE_BYTES),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        HANDLER_BATCH_SIZE_ENV: str(batch_size),
     }

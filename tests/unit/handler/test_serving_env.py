@@ -1,0 +1,80 @@
+"""serving_environment: the SageMaker model's environment for this workload."""
+
+from __future__ import annotations
+
+import pytest
+
+from stacks.serving_env import gpus, serving_environment, vcpus
+
+
+def test_cpu_instance_gets_one_worker_with_a_thread_per_physical_core():
+    # Given a 4-vCPU CPU instance (2 physical cores)
+    # When the environment is computed
+    env = serving_environment(instance_type="ml.m5.xlarge", batch_size=32, timeout_seconds=3600)
+    # Then one worker uses both cores
+    assert env["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
+
+
+def test_multi_gpu_instance_gets_one_worker_per_gpu_and_splits_the_cores():
+    env = serving_environment(instance_type="ml.g5.12xlarge", batch_size=64, timeout_seconds=600)
+    assert env["SAGEMAKER_MODEL_SERVER_WORKERS"] == "4"
+    assert env["OMP_NUM_THREADS"] == "6"  # 48 vCPUs = 24 cores over 4 workers
+
+
+def test_single_gpu_instance_gets_one_worker():
+    env = serving_environment(instance_type="ml.g4dn.xlarge", batch_size=64, timeout_seconds=600)
+    assert env["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1"
+
+
+def test_timeout_is_set_in_seconds_and_in_whole_minutes():
+    # Multi Model Server 1.1 multiplies default_response_timeout by 60; the _SECONDS variant wins when set.
+    env = serving_environment(instance_type="ml.m5.xlarge", batch_size=32, timeout_seconds=90)
+    assert env["SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"] == "90"
+    assert env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == "2"
+
+
+def test_request_limit_admits_the_largest_batch_transform_payload():
+    env = serving_environment(instance_type="ml.m5.xlarge", batch_size=32, timeout_seconds=60)
+    assert int(env["SAGEMAKER_MAX_PAYLOAD_IN_MB"]) >= 100
+    assert int(env["MMS_MAX_RESPONSE_SIZE"]) >= 6 * 100 * 1024 * 1024
+
+
+def test_handler_settings_are_passed_through():
+    env = serving_environment(instance_type="ml.c5.2xlarge", batch_size=17, timeout_seconds=60)
+    assert env["ZSTC_BATCH_SIZE"] == "17"
+    assert env["HF_TASK"] == "zero-shot-classification"
+    assert env["SAGEMAKER_PROGRAM"] == "inference.py"
+
+
+def test_every_value_is_a_string():
+    env = serving_environment(instance_type="ml.p3.8xlarge", batch_size=32, timeout_seconds=60)
+    assert all(isinstance(key, str) and isinstance(value, str) for key, value in env.items())
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "expected"),
+    [("ml.t2.medium", 2), ("ml.m5.large", 2), ("ml.m5.xlarge", 4), ("ml.c5.9xlarge", 36), ("ml.p4d.24xlarge", 96)],
+)
+def test_vcpus_follow_the_size_name(instance_type, expected):
+    assert vcpus(instance_type) == expected
+
+
+def test_cpu_families_have_no_gpu():
+    assert gpus("ml.c6i.4xlarge") == 0
+    assert gpus("ml.p3.16xlarge") == 8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"instance_type": "m5.xlarge", "batch_size": 32, "timeout_seconds": 60}, "not a SageMaker instance type"),
+        ({"instance_type": "ml.inf2.xlarge", "batch_size": 32, "timeout_seconds": 60}, "Neuron"),
+        ({"instance_type": "ml.m5.huge", "batch_size": 32, "timeout_seconds": 60}, "size"),
+        ({"instance_type": "ml.m5.xlarge", "batch_size": 0, "timeout_seconds": 60}, "batch_size"),
+        ({"instance_type": "ml.m5.xlarge", "batch_size": 32, "timeout_seconds": 3601}, "timeout_seconds"),
+    ],
+)
+def test_invalid_arguments_are_rejected_with_the_fix(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        serving_environment(**kwargs)
