@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Final
 
 import aws_cdk as cdk
+import jsii
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 from constructs import IConstruct
 
@@ -49,3 +50,38 @@ def acknowledge(construct: IConstruct, findings: Mapping[str, str]) -> None:
     validations = cdk.Validations.of(construct)
     for rule_id, reason in findings.items():
         validations.acknowledge(cdk.Acknowledgment(id=rule_id, reason=reason))
+
+
+def checkov_skip(construct: IConstruct, check_id: str, reason: str) -> None:
+    """Skip one checkov check on a construct's CloudFormation resource, with the reason, in its metadata."""
+    resource = construct if isinstance(construct, cdk.CfnResource) else construct.node.default_child
+    assert isinstance(resource, cdk.CfnResource)
+    existing = resource.get_metadata("checkov") or {}
+    skips = [*existing.get("skip", []), {"id": check_id, "comment": reason}]
+    resource.add_metadata("checkov", {"skip": skips})
+
+
+# Deploy-time handlers that aws-cdk-lib itself adds (bucket notifications, auto-delete of objects, restriction of the
+# VPC's default security group). CloudFormation invokes them during deployments only.
+_CDK_HANDLER_MARKERS = ("CustomResourceProvider", "BucketNotificationsHandler")
+_CDK_HANDLER_REASON = (
+    "aws-cdk-lib's own deploy-time handler: invoked synchronously by CloudFormation during deployments only, "
+    "so a DLQ, reserved concurrency or VPC placement adds nothing."
+)
+
+
+@jsii.implements(cdk.IAspect)
+class _SkipCdkHandlers:
+    def visit(self, node: IConstruct) -> None:
+        if (
+            isinstance(node, cdk.CfnResource)
+            and node.cfn_resource_type == "AWS::Lambda::Function"
+            and any(marker in node.node.path for marker in _CDK_HANDLER_MARKERS)
+        ):
+            for check in ("CKV_AWS_115", "CKV_AWS_116", "CKV_AWS_117"):
+                checkov_skip(node, check, _CDK_HANDLER_REASON)
+
+
+def skip_checkov_for_cdk_handlers(scope: IConstruct) -> None:
+    """Record checkov skips (with the reason) on the Lambda functions aws-cdk-lib adds for its own custom resources."""
+    cdk.Aspects.of(scope).add(_SkipCdkHandlers())

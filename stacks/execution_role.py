@@ -28,7 +28,7 @@ class SageMakerExecutionRole(Construct):
         bucket: s3.IBucket,
         key: kms.IKey,
         image_repository_arn: str,
-        in_vpc: bool,
+        vpc_arn: str | None,
     ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
@@ -74,7 +74,9 @@ class SageMakerExecutionRole(Construct):
         )
         findings = {
             "AwsSolutions-IAM5[Resource::*]": "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no "
-            "resource-level permissions; PutMetricData is limited to the /aws/sagemaker/* namespaces by condition.",
+            "resource-level permissions; PutMetricData is limited to the /aws/sagemaker/* namespaces by condition; "
+            "with a VPC, network-interface writes are limited to the stack's VPC by condition and ec2:Describe* "
+            "supports no resource-level permissions.",
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
             "/aws/sagemaker/*]": "SageMaker names the container log groups (/aws/sagemaker/Endpoints/…, "
             "/aws/sagemaker/TransformJobs) at run time; access is limited to that path.",
@@ -104,13 +106,24 @@ class SageMakerExecutionRole(Construct):
                 f"Object access limited to the {prefix} prefix of the stack's bucket."
             )
         findings.update(INLINE_POLICY_REASON)
-        if in_vpc:
+        if vpc_arn is not None:
+            # SageMaker attaches the containers to the VPC through network interfaces it creates at run time; the
+            # writes are limited to this VPC, the reads (Describe*) support no resource-level permissions.
             self.role.add_to_policy(
                 iam.PolicyStatement(
                     sid="VpcNetworkInterfaces",
                     actions=[
                         "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
                         "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission",
+                    ],
+                    resources=["*"],
+                    conditions={"ArnEquals": {"ec2:Vpc": vpc_arn}},
+                )
+            )  # fmt: skip
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="VpcDescribe",
+                    actions=[
                         "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeDhcpOptions",
                         "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
                     ],

@@ -8,6 +8,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from stacks.checks import checkov_skip
 from stacks.network import Network
 
 
@@ -18,7 +19,8 @@ class ZeroShotModel(Construct):
     container downloads ``HF_MODEL_ID`` at ``HF_MODEL_REVISION`` from the Hub when it starts, which needs internet
     egress and so is incompatible with ``network_isolation``. With a ``network`` the container runs in its isolated
     subnets. The model depends on the execution role *and its policy*, so the policy exists before SageMaker
-    validates the role.
+    validates the role. A model without network isolation must say why (``isolation_exception``); the reason is
+    recorded as the skip of checkov's isolation check.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class ZeroShotModel(Construct):
         environment: Mapping[str, str],
         model_data_url: str | None,
         network_isolation: bool,
+        isolation_exception: str | None = None,
         network: Network | None = None,
     ) -> None:
         super().__init__(scope, id_)
@@ -54,5 +57,9 @@ class ZeroShotModel(Construct):
             enable_network_isolation=network_isolation,
             vpc_config=vpc_config,
         )
+        if not network_isolation:
+            if not isolation_exception:
+                raise ValueError("A model without network isolation needs the reason (isolation_exception)")
+            checkov_skip(self.resource, "CKV_AWS_370", isolation_exception)
         self.resource.node.add_dependency(role)
         self.model_name = self.resource.attr_model_name

@@ -10,7 +10,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.checks import acknowledge
+from stacks.checks import acknowledge, checkov_skip
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class DataStorage(Construct):
             removal_policy=removal,
             auto_delete_objects=not retain,
         )
+        checkov_skip(self.log_bucket, "CKV_AWS_18", "This is the access-log bucket itself; logging it would loop.")
         acknowledge(
             self.log_bucket,
             {

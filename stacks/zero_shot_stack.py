@@ -6,6 +6,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from stacks.checks import skip_checkov_for_cdk_handlers
 from stacks.config import Settings, is_gpu
 from stacks.encryption import EncryptionKey
 from stacks.endpoint import InferenceEndpoint
@@ -15,6 +16,13 @@ from stacks.model import ZeroShotModel
 from stacks.network import Network
 from stacks.serving_env import serving_environment
 from stacks.storage import PREFIXES, DataStorage
+
+
+HUB_EXCEPTION = (
+    "model_source=hub: the container downloads the model from the Hugging Face Hub when it starts, which needs "
+    "internet egress. Use model_source=staged (the default) or s3 for a network-isolated model."
+)
+SERVERLESS_EXCEPTION = "SageMaker does not run serverless endpoints network-isolated (nor in a VPC)."
 
 
 class ZeroShotStack(cdk.Stack):
@@ -49,7 +57,7 @@ class ZeroShotStack(cdk.Stack):
             bucket=self.bucket,
             key=self.key,
             image_repository_arn=self.images.repository_arn,
-            in_vpc=self.network is not None,
+            vpc_arn=self.network.vpc.vpc_arn if self.network else None,
         ).role
 
         # --- model import ---
@@ -88,8 +96,11 @@ class ZeroShotStack(cdk.Stack):
         # --- end monitoring ---
 
         self._outputs()
+        skip_checkov_for_cdk_handlers(self)
 
     def _model(self, id_: str, instance_type: str, model_data_url: str | None, *, isolated: bool) -> ZeroShotModel:
+        """A model for ``instance_type``'s processor family; network-isolated when ``isolated`` and the weights come
+        from S3 (a Hub download needs egress)."""
         s = self.settings
         environment = serving_environment(
             instance_type=instance_type,
@@ -107,6 +118,9 @@ class ZeroShotStack(cdk.Stack):
             environment=environment,
             model_data_url=model_data_url,
             network_isolation=isolated and model_data_url is not None,
+            isolation_exception=None
+            if isolated and model_data_url is not None
+            else (HUB_EXCEPTION if model_data_url is None else SERVERLESS_EXCEPTION),
             network=self.network,
         )
 
