@@ -17,7 +17,6 @@ from stacks.network import Network
 from stacks.serving_env import serving_environment
 from stacks.storage import PREFIXES, DataStorage
 
-
 HUB_EXCEPTION = (
     "model_source=hub: the container downloads the model from the Hugging Face Hub when it starts, which needs "
     "internet egress. Use model_source=staged (the default) or s3 for a network-isolated model."
