@@ -1,0 +1,563 @@
+"""``zstc``: use the zero-shot classification stack from the command line, or try it all offline.
+
+Every command has ``--help``. Failures print one line saying what is wrong and what to do, and exit non-zero:
+2 for bad input, 3 for AWS setup (credentials, region, stack), 4 for a failed job, 5 for a wait that timed out,
+130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from zstc import errors, inputs, results
+from zstc.errors import InputError, ZstcError
+from zstc.stack import DEFAULT_STACK_NAME, StackOutputs
+
+app = typer.Typer(
+    name="zstc",
+    help="Zero-shot text classification on Amazon SageMaker: classify, submit batches, serve locally, run the demo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+StackOption = Annotated[
+    str, typer.Option("--stack", help="CloudFormation stack name of the deployment.", envvar="ZSTC_STACK")
+]
+RegionOption = Annotated[
+    str | None, typer.Option("--region", help="AWS region of the stack (default: your AWS configuration).")
+]
+LabelsOption = Annotated[
+    str | None, typer.Option("--labels", "-l", help='Candidate labels, comma-separated: "Health,Career,Finance".')
+]
+TemplateOption = Annotated[
+    str | None,
+    typer.Option("--template", help='Hypothesis template with {} for the label, e.g. "This text is about {}."'),
+]
+
+
+def _stack(stack_name: str, region: str | None) -> tuple[Any, StackOutputs]:
+    from zstc.stack import find_stack, session
+
+    aws = session(region)
+    return aws, find_stack(aws, stack_name)
+
+
+def _parameters(labels: tuple[str, ...], multi_label: bool, template: str | None) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"candidate_labels": list(labels), "multi_label": multi_label}
+    if template is not None:
+        parameters["hypothesis_template"] = template
+    return parameters
+
+
+def _first_result(body: bytes) -> dict[str, Any]:
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = json.loads(text.split("\n")[0]) if text else {}
+    if isinstance(value, list):
+        value = value[0] if value else {}
+    if not isinstance(value, dict):
+        raise ZstcError(f"Unexpected answer from the model: {text[:200]}")
+    return value
+
+
+def _show_classification(result: dict[str, Any], as_json: bool) -> None:
+    if result.get("error"):
+        raise ZstcError(f"The model rejected the request: {result['error']}")
+    if as_json:
+        out.print_json(data=result)
+        return
+    table = Table(title=result.get("sequence", ""), title_justify="left")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    table.add_column("")
+    for label, score in zip(result.get("labels", []), result.get("scores", []), strict=False):
+        table.add_row(str(label), f"{score:.4f}", "█" * round(float(score) * 30))
+    out.print(table)
+
+
+@app.command()
+def classify(
+    text: Annotated[str, typer.Argument(help="The text to classify.")],
+    labels: LabelsOption = None,
+    multi_label: Annotated[
+        bool, typer.Option("--multi-label", help="Score each label on its own (scores do not sum to 1).")
+    ] = False,
+    template: TemplateOption = None,
+    local: Annotated[
+        str | None,
+        typer.Option(
+            "--local",
+            metavar="MODEL",
+            help="Run the handler in-process on a model directory ('tiny': a "
+            "tiny random model) instead of calling the deployed endpoint.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
+    stack: StackOption = DEFAULT_STACK_NAME,
+    region: RegionOption = None,
+) -> None:
+    """Classify one text against candidate labels (the deployed endpoint, or --local MODEL)."""
+    label_list = inputs.parse_labels(labels)
+    if not label_list:
+        raise InputError('Labels missing: pass --labels "Health,Career,Finance".')
+    inputs.check_template(template)
+    if not text.strip():
+        raise InputError('The text is empty: pass the text to classify, e.g. zstc classify "Run a marathon" ...')
+    body = json.dumps({"inputs": text, "parameters": _parameters(label_list, multi_label, template)}).encode()
+    if local:
+        from zstc.inprocess import InProcessHandler, resolve_model
+
+        model_dir = resolve_model(local)
+        if local == "tiny":
+            err.print("[bold yellow]Tiny random model: the scores are meaningless (it only shows the plumbing).")
+        with InProcessHandler(model_dir) as handler:
+            answer = handler.invoke(body, "application/json", "application/json")
+    else:
+        from zstc.stack import client
+
+        aws, outputs = _stack(stack, region)
+        if not outputs.endpoint_name:
+            raise ZstcError(
+                f"Stack '{stack}' has no real-time endpoint (endpoint_mode=none). Deploy one with "
+                '`make deploy CDK_ARGS="-c endpoint_mode=serverless"`, use `zstc submit`, or pass --local MODEL.'
+            )
+        runtime = client(aws, "sagemaker-runtime")
+        with errors.aws_errors(aws.region_name):
+            response = runtime.invoke_endpoint(
+                EndpointName=outputs.endpoint_name, ContentType="application/json", Accept="application/json", Body=body
+            )
+        answer = response["Body"].read()
+    _show_classification(_first_result(answer), as_json)
+
+
+def _options(
+    text_column: str,
+    id_column: str | None,
+    labels: str | None,
+    label_column: str | None,
+    multi_label: bool | None,
+    template: str | None,
+    encoding: str,
+    file_format: str | None,
+) -> inputs.Options:
+    if file_format not in (None, "jsonl", "csv"):
+        raise InputError(f"--format {file_format!r} is not supported: use jsonl or csv.")
+    return inputs.Options(
+        text_column=text_column,
+        id_column=id_column,
+        labels=inputs.parse_labels(labels),
+        label_column=label_column,
+        multi_label=multi_label,
+        template=template,
+        encoding=encoding,
+        format=file_format,  # type: ignore[arg-type]
+    )
+
+
+def _report_problems(prepared: inputs.PreparedInput) -> None:
+    problems = prepared.problems
+    if prepared.blank_lines:
+        err.print(f"[dim]{prepared.blank_lines} blank line(s) skipped.")
+    if problems:
+        err.print(
+            f"[yellow]{len(problems)} of {len(prepared.records)} record(s) have problems; they are sent anyway and "
+            "come back as error rows:"
+        )
+        for record in problems[:5]:
+            err.print(f"[yellow]  line {record.line} (id {record.id}): {record.problem}")
+        if len(problems) > 5:
+            err.print(f"[yellow]  … and {len(problems) - 5} more")
+
+
+def follow(
+    *,
+    aws: Any,
+    stack: StackOutputs,
+    state: Any,
+    state_file: Path,
+    prepared: inputs.PreparedInput,
+    poll: float,
+    timeout: float,
+    output: Path | None,
+    rows: int = 10,
+) -> list[results.Result]:
+    """Wait for the output of an uploaded file with a live display, then join, write and summarise the results."""
+    from zstc.stack import client
+    from zstc.submit import Watcher, wait_for_output
+
+    watcher = Watcher(s3=client(aws, "s3"), sagemaker=client(aws, "sagemaker"), stack=stack, state=state)
+    seen: list[str] = []
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+    ) as progress:
+        task = progress.add_task("queued", total=None)
+
+        def on_progress(update: Any) -> None:
+            if update.stage not in seen:
+                seen.append(update.stage)
+                label = {"queued": "queued: waiting for the batch trigger", "outputs ready": "outputs ready"}.get(
+                    update.stage, update.stage
+                )
+                job = f" ({update.job_name})" if update.job_name and update.stage.startswith("job") else ""
+                progress.console.print(f"[green]✓[/] {label}{job}")
+                if update.job_name and state.job_name == update.job_name and state.status == "uploaded":
+                    state.save(state_file)
+            progress.update(task, description=f"{update.stage}{' — ' + update.detail if update.detail else ''}")
+
+        with errors.aws_errors(stack.region):
+            try:
+                body = wait_for_output(watcher, poll_seconds=poll, timeout_seconds=timeout, on_progress=on_progress)
+            except errors.JobFailedError:
+                state.status = "failed"
+                state.save(state_file)
+                raise
+    joined = results.join(prepared, results.parse_output(body))
+    target = results.write_results(prepared, joined, output)
+    state.status, state.results = "done", str(target)
+    state.save(state_file)
+    results.show_summary(out, joined, target=target, rows=rows)
+    return joined
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="A .jsonl file (one request per line) or a .csv file.")],
+    text_column: Annotated[str, typer.Option(help="CSV column holding the text.")] = "text",
+    id_column: Annotated[str | None, typer.Option(help="CSV column holding a unique id (default: row number).")] = None,
+    labels: LabelsOption = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="CSV column holding each row's candidate labels, comma-separated.")
+    ] = None,
+    multi_label: Annotated[
+        bool | None, typer.Option("--multi-label/--single-label", help="Default for lines that do not say.")
+    ] = None,
+    template: TemplateOption = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
+    file_format: Annotated[str | None, typer.Option("--format", help="jsonl or csv (default: from the name).")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Upload and return; `zstc wait FILE` resumes.")] = False,
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 7200,
+    poll: Annotated[float, typer.Option(help="Seconds between checks.", hidden=True)] = 5.0,
+    output: Annotated[Path | None, typer.Option(help="Results file (default: FILE.results.csv/.jsonl).")] = None,
+    force: Annotated[bool, typer.Option(help="Upload again even if an earlier upload of FILE is pending.")] = False,
+    stack: StackOption = DEFAULT_STACK_NAME,
+    region: RegionOption = None,
+) -> None:
+    """Upload a file for batch classification, wait for it, and write FILE.results.csv/.jsonl."""
+    from zstc.stack import client
+    from zstc.submit import SubmitState, new_state, state_path, upload
+
+    options = _options(text_column, id_column, labels, label_column, multi_label, template, encoding, file_format)
+    prepared = inputs.prepare(file, options)
+    _report_problems(prepared)
+    state_file = state_path(file)
+    if state_file.exists() and not force:
+        previous = SubmitState.load(state_file)
+        if previous.status in ("uploading", "uploaded") and previous.sha256 == prepared.sha256:
+            raise ZstcError(
+                f"{file.name} was already submitted (s3://{previous.bucket}/{previous.key}). Run `zstc wait {file}` "
+                "to follow it, or pass --force to upload it again."
+            )
+    aws, outputs = _stack(stack, region)
+    state = new_state(outputs, prepared, options)
+    s3 = client(aws, "s3")
+    size = len(prepared.body)
+    with (
+        errors.aws_errors(outputs.region),
+        Progress(TextColumn("uploading"), BarColumn(), DownloadColumn(), console=err, transient=True) as progress,
+    ):
+        task = progress.add_task("upload", total=size)
+        upload(s3, state, prepared, state_file, lambda sent: progress.advance(task, sent))
+    err.print(f"[green]✓[/] uploaded {len(prepared.records)} records to s3://{state.bucket}/{state.key}")
+    if no_wait:
+        err.print(f"Not waiting. Follow it with: zstc wait {file}")
+        return
+    follow(
+        aws=aws,
+        stack=outputs,
+        state=state,
+        state_file=state_file,
+        prepared=prepared,
+        poll=poll,
+        timeout=timeout,
+        output=output,
+    )
+
+
+@app.command()
+def wait(
+    file: Annotated[Path, typer.Argument(help="The file given to `zstc submit`.")],
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 7200,
+    poll: Annotated[float, typer.Option(help="Seconds between checks.", hidden=True)] = 5.0,
+    output: Annotated[Path | None, typer.Option(help="Results file (default: FILE.results.csv/.jsonl).")] = None,
+) -> None:
+    """Resume waiting for a submitted file (after --no-wait, Ctrl-C or a timeout) and write its results."""
+    from zstc.stack import client, find_stack, session
+    from zstc.submit import SubmitState, state_path, upload, uploaded_object
+
+    state_file = state_path(file)
+    if not state_file.exists():
+        raise InputError(f"Nothing was submitted for {file} (no {state_file.name}). Run `zstc submit {file}` first.")
+    state = SubmitState.load(state_file)
+    prepared = inputs.prepare(file, inputs.Options.from_json(state.options))
+    if prepared.sha256 != state.sha256:
+        raise InputError(
+            f"{file} changed since it was submitted, so its results cannot be joined to it. "
+            f"Restore it, or submit it again with `zstc submit {file} --force`."
+        )
+    aws = session(state.region)
+    outputs = find_stack(aws, state.stack_name)
+    s3 = client(aws, "s3")
+    with errors.aws_errors(state.region):
+        if state.status == "uploading" or uploaded_object(s3, state) is None:
+            err.print("The upload was interrupted; finishing it.")
+            upload(s3, state, prepared, state_file)
+    err.print(f"Following s3://{state.bucket}/{state.key}")
+    follow(
+        aws=aws,
+        stack=outputs,
+        state=state,
+        state_file=state_file,
+        prepared=prepared,
+        poll=poll,
+        timeout=timeout,
+        output=output,
+    )
+
+
+def _duration(start: Any, end: Any) -> str:
+    if not start:
+        return ""
+    seconds = int(((end or time_now()) - start).total_seconds())
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def time_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+@app.command()
+def jobs(
+    limit: Annotated[int, typer.Option(help="Show at most this many jobs, newest first.")] = 20,
+    records: Annotated[
+        bool, typer.Option("--records/--no-records", help="Count output records (reads the outputs).")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    stack: StackOption = DEFAULT_STACK_NAME,
+    region: RegionOption = None,
+) -> None:
+    """List this stack's transform jobs: state, inputs, records, duration, failure reason."""
+    from zstc.jobs import list_jobs
+    from zstc.stack import client
+
+    aws, outputs = _stack(stack, region)
+    with errors.aws_errors(outputs.region):
+        rows = list_jobs(client(aws, "sagemaker"), client(aws, "s3"), outputs, limit=limit, count_records=records)
+    if as_json:
+        out.print_json(data=[row.to_json() for row in rows])
+        return
+    if not rows:
+        out.print(f"No transform jobs yet for stack {stack} (prefix {outputs.transform_job_prefix}).")
+        return
+    table = Table(title=f"Transform jobs of {stack}", title_justify="left")
+    for column in ("job", "state", "inputs", "records", "created", "duration", "failure reason"):
+        table.add_column(column, justify="right" if column in ("inputs", "records") else "left")
+    for row in rows:
+        table.add_row(
+            row.name,
+            row.state,
+            row.inputs_text,
+            "" if row.records is None else str(row.records),
+            row.created.strftime("%Y-%m-%d %H:%M:%S") if row.created else "",
+            _duration(row.started, row.ended),
+            row.failure_reason or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        str, typer.Option(help="Model directory (Hugging Face format), or 'tiny' for a tiny random model.")
+    ] = "tiny",
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (≤ 32767; default: a free one).")] = None,
+) -> None:
+    """Serve the handler over HTTP with the real serving stack (toolkit + Multi Model Server): /ping, /invocations."""
+    from zstc.inprocess import resolve_model
+    from zstc.local_serving import LocalServer
+
+    model_dir = resolve_model(model)
+    if model == "tiny":
+        err.print("[bold yellow]Tiny random model: the scores are meaningless (it only shows the plumbing).")
+    err.print("Starting Multi Model Server (Java) …")
+    try:
+        server = LocalServer(model_dir, port=port).start()
+    except (ValueError, FileNotFoundError) as error:
+        raise InputError(str(error)) from error
+    except (RuntimeError, TimeoutError) as error:
+        raise ZstcError(f"The model server did not start: {str(error).splitlines()[0]}") from error
+    try:
+        out.print(f"Serving {model_dir} at [bold]{server.url}[/] (Ctrl-C to stop)")
+        out.print(f"  curl {server.url}/ping")
+        out.print(
+            f"  curl -H 'Content-Type: application/json' {server.url}/invocations "
+            '-d \'{"inputs": "Run a marathon", "parameters": {"candidate_labels": ["Health", "Career"]}}\''
+        )
+        sys.stdout.flush()
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        raise ZstcError(f"The model server stopped unexpectedly; see {server.log_path}")
+    finally:
+        server.stop()
+
+
+@app.command(name="eval")
+def evaluate(
+    file: Annotated[Path, typer.Argument(help="A labelled CSV file.")],
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column holding the true label.")] = "Resolution_Category",
+    labels: Annotated[
+        str | None, typer.Option("--labels", "-l", help="Candidate labels (default: the label column's values).")
+    ] = None,
+    template: TemplateOption = None,
+    local: Annotated[
+        str | None,
+        typer.Option(
+            "--local",
+            metavar="MODEL",
+            help="Classify in-process with a model directory ('tiny' for a "
+            "tiny random model) instead of the deployed endpoint.",
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate a random sample of this many rows.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random sample.")] = 0,
+    plot: Annotated[Path | None, typer.Option(help="Also draw the confusion matrix into this .png file.")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    stack: StackOption = DEFAULT_STACK_NAME,
+    region: RegionOption = None,
+) -> None:
+    """Classify a labelled CSV and print accuracy, macro-F1 and the confusion table."""
+    from zstc import evaluate as evaluation
+
+    dataset = evaluation.load_labelled(
+        file, text_column=text_column, label_column=label_column, encoding=encoding, limit=limit, seed=seed
+    )
+    candidate = inputs.parse_labels(labels) or dataset.classes
+    if len(candidate) < 2:
+        raise InputError(f"Need at least two labels to evaluate; got {list(candidate)}. Pass --labels.")
+    inputs.check_template(template)
+    if local:
+        from zstc.inprocess import InProcessHandler, resolve_model
+
+        if local == "tiny":
+            err.print("[bold yellow]Tiny random model: the scores are meaningless (it only shows the plumbing).")
+        with InProcessHandler(resolve_model(local)) as handler:
+            predictions = evaluation.classify_all(handler.invoke, dataset.texts, candidate, template, progress_to=err)
+    else:
+        from zstc.stack import client
+
+        aws, outputs = _stack(stack, region)
+        if not outputs.endpoint_name:
+            raise ZstcError(f"Stack '{stack}' has no real-time endpoint: pass --local MODEL, or deploy an endpoint.")
+        invoke = evaluation.endpoint_invoker(client(aws, "sagemaker-runtime"), outputs.endpoint_name)
+        with errors.aws_errors(outputs.region):
+            predictions = evaluation.classify_all(invoke, dataset.texts, candidate, template, progress_to=err)
+    report = evaluation.metrics(dataset.truth, predictions, labels=list(candidate))
+    if as_json:
+        out.print_json(data=report.to_json())
+    else:
+        evaluation.show(out, report)
+    if plot:
+        evaluation.plot_confusion(report, plot)
+        err.print(f"Confusion matrix drawn to {plot}")
+
+
+@app.command(name="sample-data")
+def sample_data(
+    output: Annotated[Path, typer.Option(help="Where to save the CSV.")] = Path("new_years_resolutions_2015.csv"),
+    url: Annotated[str | None, typer.Option(help="Download from this URL instead of the public mirror.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Download the public 2015 New Year's resolutions tweets (CrowdFlower "Data for Everyone", 5,011 rows)."""
+    from zstc import sample_data as samples
+
+    if output.exists() and not force:
+        raise InputError(f"{output} already exists: pass --force to download it again, or --output PATH.")
+    with Progress(TextColumn("downloading"), BarColumn(), DownloadColumn(), console=err, transient=True) as progress:
+        task = progress.add_task("download", total=None)
+        summary = samples.download(
+            url or samples.DEFAULT_URL,
+            output,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    out.print(f"Saved {summary.rows} rows to {output} (sha256 {summary.sha256[:12]}…)")
+    out.print(f"Columns: {', '.join(summary.columns)}")
+    if summary.categories:
+        out.print(f"Categories ({len(summary.categories)}): {', '.join(summary.categories)}")
+    out.print(
+        f'Try: zstc eval {output} --local tiny --limit 50   ·   zstc submit {output} --labels "'
+        + ",".join(summary.categories[:4] or ["Health", "Career"])
+        + '"'
+    )
+
+
+@app.command()
+def demo(
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="JSON Lines file to classify (default: samples/resolutions.jsonl).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model directory (Hugging Face format). Default: a tiny random model built locally."),
+    ] = None,
+    labels: LabelsOption = None,
+    output: Annotated[Path | None, typer.Option(help="Results file (default: FILE.results.jsonl).")] = None,
+) -> None:
+    """Run the whole batch path offline: moto stands in for AWS, the real functions and handler do the work."""
+    from zstc.demo import run_demo
+
+    run_demo(input_file=input_file, model=model, labels=labels, output=output, out=out, err=err)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning known failures into one line and an exit code."""
+    try:
+        code = app(standalone_mode=False)
+    except ZstcError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err.print("Interrupted. Anything already uploaded is kept: `zstc wait FILE` resumes a submitted file.")
+        sys.exit(130)
+    except Exception as error:
+        message = errors.describe_aws_error(error)
+        if message is None:
+            import click
+
+            if isinstance(error, click.exceptions.ClickException):
+                error.show()
+                sys.exit(error.exit_code)
+            if isinstance(error, click.exceptions.Abort):
+                err.print("Aborted.")
+                sys.exit(130)
+            raise
+        err.print(f"[bold red]error:[/] {message}", highlight=False)
+        sys.exit(errors.AwsSetupError.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,251 @@
+"""A local stand-in for SageMaker batch transform: runs one transform job's description against a model server.
+
+It does what SageMaker does with the job's settings, so the batch path's configuration is exercised for real:
+
+- reads the inputs: an ``S3Prefix`` (every object under it) or a ``ManifestFile`` (a JSON list whose first
+  element is ``{"prefix": "s3://bucket/path/"}`` and the rest keys relative to it); gunzips with
+  ``CompressionType: Gzip``;
+- ``SplitType: Line`` splits each object into lines (blank lines are not records); ``None`` sends it whole;
+- ``BatchStrategy: MultiRecord`` packs as many lines per request as fit in ``MaxPayloadInMB``;
+  ``SingleRecord`` sends one line per request; a single record over the limit fails the object;
+- POSTs each mini-batch to ``/invocations`` with the job's ``ContentType`` and ``Accept``, retrying
+  ``ModelClientConfig.InvocationsMaxRetries`` times with ``InvocationsTimeoutInSeconds`` per call;
+- ``AssembleWith: Line`` joins the responses line by line into ``<S3OutputPath>/<relative path>.out``, written
+  only when the whole object succeeded (as SageMaker does); the job fails if any object failed;
+- builds the EventBridge "SageMaker Transform Job State Change" event the job-outcome function consumes.
+
+What it does not do: several instances or concurrent transforms, data/output filters (``DataProcessing``), KMS.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+Invoke = Callable[[bytes, str, str, float], bytes]
+MIB = 1024 * 1024
+
+
+class InvocationError(Exception):
+    """The model server answered with an error (or not at all)."""
+
+
+def http_invoker(url: str) -> Invoke:
+    """POST to ``<url>/invocations`` the way SageMaker's transform agent calls the container."""
+
+    def invoke(body: bytes, content_type: str, accept: str, timeout: float) -> bytes:
+        request = urllib.request.Request(  # noqa: S310 - a local model server URL
+            url.rstrip("/") + "/invocations",
+            data=body,
+            method="POST",
+            headers={"Content-Type": content_type, "Accept": accept},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                return bytes(response.read())
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode("utf-8", errors="replace")[:500]
+            raise InvocationError(f"model server answered HTTP {error.code}: {detail}") from error
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+            raise InvocationError(f"model server did not answer: {error}") from error
+
+    return invoke
+
+
+@dataclass(kw_only=True)
+class ObjectOutcome:
+    input_uri: str
+    output_uri: str
+    records: int = 0
+    requests: int = 0
+    error: str | None = None
+
+
+@dataclass(kw_only=True)
+class JobOutcome:
+    job_name: str
+    status: str  # Completed | Failed
+    failure_reason: str | None = None
+    objects: list[ObjectOutcome] = field(default_factory=list)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ended: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def records(self) -> int:
+        return sum(item.records for item in self.objects)
+
+
+def _split_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _join_uri(base: str, relative: str) -> str:
+    return base if not relative else base.rstrip("/") + "/" + relative
+
+
+class LocalTransformRunner:
+    def __init__(self, *, s3: Any, invoke: Invoke) -> None:
+        self.s3 = s3
+        self.invoke = invoke
+
+    # --- inputs --------------------------------------------------------------------------------------------------
+
+    def inputs(self, description: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """(bucket, key, relative path used for the output name) of every input object."""
+        source = description["TransformInput"]["DataSource"]["S3DataSource"]
+        bucket, key = _split_uri(source["S3Uri"])
+        if source.get("S3DataType") == "ManifestFile":
+            entries = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            if not entries or not isinstance(entries[0], dict) or "prefix" not in entries[0]:
+                raise ValueError(f"manifest s3://{bucket}/{key} does not start with a {{'prefix': ...}} element")
+            prefix_bucket, prefix_key = _split_uri(entries[0]["prefix"])
+            return [(prefix_bucket, prefix_key + str(entry), str(entry)) for entry in entries[1:]]
+        # S3Prefix: every object whose key starts with the prefix; output names keep the part after the prefix's
+        # last "/" (an exact object key therefore keeps its file name)
+        base = key[: key.rfind("/") + 1]
+        found = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            for item in page.get("Contents", []):
+                if not item["Key"].endswith("/"):
+                    found.append((bucket, item["Key"], item["Key"][len(base) :]))
+        return found
+
+    # --- one object ----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def mini_batches(records: list[bytes], *, strategy: str, max_payload: int) -> Iterator[list[bytes]]:
+        batch: list[bytes] = []
+        size = 0
+        for record in records:
+            if len(record) > max_payload:
+                raise ValueError(
+                    f"a record of {len(record)} bytes is larger than MaxPayloadInMB ({max_payload // MIB} MB)"
+                )
+            if batch and (strategy != "MultiRecord" or size + len(record) + 1 > max_payload):
+                yield batch
+                batch, size = [], 0
+            batch.append(record)
+            size += len(record) + 1
+        if batch:
+            yield batch
+
+    def _invoke_with_retries(self, body: bytes, content_type: str, accept: str, client: dict[str, Any]) -> bytes:
+        retries = int(client.get("InvocationsMaxRetries", 3))
+        timeout = float(client.get("InvocationsTimeoutInSeconds", 600))
+        for attempt in range(retries + 1):
+            try:
+                return self.invoke(body, content_type, accept, timeout)
+            except InvocationError:
+                if attempt == retries:
+                    raise
+                time.sleep(min(0.2 * 2**attempt, 2.0))
+        raise AssertionError("unreachable")
+
+    def run_object(self, description: dict[str, Any], bucket: str, key: str, relative: str) -> ObjectOutcome:
+        transform_input = description["TransformInput"]
+        transform_output = description["TransformOutput"]
+        output_uri = _join_uri(transform_output["S3OutputPath"], relative) + ".out"
+        outcome = ObjectOutcome(input_uri=f"s3://{bucket}/{key}", output_uri=output_uri)
+        content_type = transform_input.get("ContentType", "application/json")
+        accept = transform_output.get("Accept", "application/json")
+        max_payload = int(description.get("MaxPayloadInMB", 6)) * MIB
+        strategy = description.get("BatchStrategy", "SingleRecord")
+        client = description.get("ModelClientConfig", {})
+        try:
+            data = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            if transform_input.get("CompressionType") == "Gzip":
+                data = gzip.decompress(data)
+            if transform_input.get("SplitType", "None") == "Line":
+                records = [line.rstrip(b"\r") for line in data.split(b"\n") if line.strip()]
+                batches = list(self.mini_batches(records, strategy=strategy, max_payload=max_payload))
+            else:
+                if len(data) > max_payload:
+                    raise ValueError(f"the object is larger than MaxPayloadInMB ({max_payload // MIB} MB)")
+                records, batches = [data], [[data]]
+            parts = []
+            for batch in batches:
+                response = self._invoke_with_retries(b"\n".join(batch), content_type, accept, client)
+                outcome.requests += 1
+                parts.append(response if response.endswith(b"\n") else response + b"\n")
+            outcome.records = len(records)
+        except (InvocationError, ValueError, OSError) as error:
+            outcome.error = f"{key}: {error}"
+            return outcome
+        assemble = transform_output.get("AssembleWith", "None")
+        body = b"".join(parts) if assemble == "Line" else b"".join(part.rstrip(b"\n") for part in parts)
+        out_bucket, out_key = _split_uri(output_uri)
+        self.s3.put_object(Bucket=out_bucket, Key=out_key, Body=body)
+        return outcome
+
+    # --- the job -------------------------------------------------------------------------------------------------
+
+    def run(self, description: dict[str, Any]) -> JobOutcome:
+        job = JobOutcome(job_name=description["TransformJobName"], status="Completed")
+        try:
+            objects = self.inputs(description)
+        except (ValueError, OSError, KeyError) as error:
+            job.status, job.failure_reason = "Failed", f"ClientError: cannot read the job's input: {error}"
+            job.ended = datetime.now(UTC)
+            return job
+        if not objects:
+            job.status, job.failure_reason = "Failed", "ClientError: no input objects found"
+        for bucket, key, relative in objects:
+            job.objects.append(self.run_object(description, bucket, key, relative))
+        failed = [item for item in job.objects if item.error]
+        if failed:
+            job.status = "Failed"
+            job.failure_reason = f"ClientError: {len(failed)} of {len(job.objects)} input(s) failed: {failed[0].error}"[
+                :1024
+            ]
+        job.ended = datetime.now(UTC)
+        return job
+
+
+def _millis(value: Any) -> Any:
+    return int(value.timestamp() * 1000) if isinstance(value, datetime) else value
+
+
+def state_change_event(
+    description: dict[str, Any], outcome: JobOutcome, *, region: str, account: str = "123456789012"
+) -> dict[str, Any]:
+    """The EventBridge event SageMaker emits when the job reaches its final state (times in epoch milliseconds)."""
+    keys = (
+        "TransformJobName",
+        "TransformJobArn",
+        "ModelName",
+        "MaxConcurrentTransforms",
+        "MaxPayloadInMB",
+        "BatchStrategy",
+        "Environment",
+        "TransformInput",
+        "TransformOutput",
+        "TransformResources",
+        "CreationTime",
+    )
+    detail = {key: _millis(description[key]) for key in keys if key in description}
+    detail["TransformJobStatus"] = outcome.status
+    detail["TransformStartTime"] = _millis(outcome.started)
+    detail["TransformEndTime"] = _millis(outcome.ended)
+    if outcome.failure_reason:
+        detail["FailureReason"] = outcome.failure_reason
+    detail["Tags"] = {tag["Key"]: tag["Value"] for tag in description.get("Tags", [])}
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "SageMaker Transform Job State Change",
+        "source": "aws.sagemaker",
+        "account": account,
+        "time": outcome.ended.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [description.get("TransformJobArn", "")],
+        "detail": detail,
+    }
