@@ -13,6 +13,7 @@ from stacks.endpoint import InferenceEndpoint
 from stacks.execution_role import SageMakerExecutionRole
 from stacks.images import InferenceImages
 from stacks.model import ZeroShotModel
+from stacks.model_import import ModelImport
 from stacks.network import Network
 from stacks.serving_env import serving_environment
 from stacks.storage import PREFIXES, DataStorage
@@ -61,6 +62,13 @@ class ZeroShotStack(cdk.Stack):
 
         # --- model import ---
         model_data_url: str | None = settings.model_data_url if settings.model_source == "s3" else None
+        self.model_import: ModelImport | None = None
+        if settings.model_source == "staged":
+            # The pinned model is copied into models/ of the bucket at deploy and served network-isolated.
+            self.model_import = ModelImport(
+                self, "ModelImport", settings=settings, bucket=self.bucket, key=self.key, log_retention=log_retention
+            )
+            model_data_url = self.model_import.model_data_url
         # --- end model import ---
 
         self.model = self._model("Model", settings.batch_instance_type, model_data_url, isolated=True)
