@@ -318,7 +318,8 @@ def transform_request(settings: TriggerSettings, name: str, manifest_uri: str, f
 
     Line split/assemble with MultiRecord batches keeps one output line per input line in order (the handler
     answers a MultiRecord body line for line and echoes ``id``). VPC config and the execution role come from the
-    model. The volume KMS key is omitted on NVMe instance types, whose local storage SageMaker cannot KMS-encrypt.
+    model, and so does the model server's timeout (the model's environment matches ``batch_model_timeout_seconds``).
+    The volume KMS key is omitted on NVMe instance types, whose local storage SageMaker cannot KMS-encrypt.
     """
     resources: dict[str, Any] = {"InstanceType": settings.instance_type, "InstanceCount": settings.instance_count}
     if settings.volume_encryptable:
@@ -333,8 +334,6 @@ def transform_request(settings: TriggerSettings, name: str, manifest_uri: str, f
             "InvocationsTimeoutInSeconds": settings.model_timeout_seconds,
             "InvocationsMaxRetries": settings.model_retries,
         },
-        # The model server must not give up before the transform client does (its default is 60 s).
-        "Environment": {"SAGEMAKER_MODEL_SERVER_TIMEOUT": str(settings.model_timeout_seconds)},
         "TransformInput": {
             "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": manifest_uri}},
             "ContentType": "application/jsonlines",

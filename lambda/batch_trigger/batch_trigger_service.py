@@ -420,7 +420,7 @@ class BatchTrigger:
         except ClientError as error:
             code, text = _error_code(error)
             if code in ("ResourceNotFound", "ResourceNotFoundException") or (
-                code == "ValidationException" and "not found" in text.lower()
+                code == "ValidationException" and any(w in text.lower() for w in ("could not find", "not found"))
             ):
                 return False
             raise
