@@ -195,6 +195,7 @@ def follow(
     timeout: float,
     output: Path | None,
     rows: int = 10,
+    on_poll: Any = None,
 ) -> list[results.Result]:
     """Wait for the output of an uploaded file with a live display, then join, write and summarise the results."""
     from zstc.stack import client
@@ -208,6 +209,8 @@ def follow(
         task = progress.add_task("queued", total=None)
 
         def on_progress(update: Any) -> None:
+            if on_poll is not None:
+                on_poll()
             if update.stage not in seen:
                 seen.append(update.stage)
                 label = {"queued": "queued: waiting for the batch trigger", "outputs ready": "outputs ready"}.get(

@@ -78,6 +78,15 @@ def count_lines(s3: Any, bucket: str, key: str) -> int | None:
     return count + (1 if pending.strip() else 0)
 
 
+def _status_records(s3: Any, bucket: str, key: str) -> int | None:
+    try:
+        record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except (ClientError, ValueError):
+        return None
+    value = record.get("records") if isinstance(record, dict) else None
+    return value if isinstance(value, int) else None
+
+
 def records_of(s3: Any, stack: StackOutputs, description: dict[str, Any], inputs: list[str]) -> int | None:
     """Records in the job's outputs (one output line per input line), or None while they are not all there."""
     if description.get("TransformJobStatus") != "Completed":
@@ -91,7 +100,10 @@ def records_of(s3: Any, stack: StackOutputs, description: dict[str, Any], inputs
             return None
         relative = key[len(stack.input_prefix) :]
         output_key = (out_prefix.rstrip("/") + "/" if out_prefix else "") + relative + ".out"
-        lines = count_lines(s3, out_bucket, output_key)
+        # the job-outcome function's status record counts them already; count the output only without it
+        lines = _status_records(s3, out_bucket, output_key.removesuffix(".out") + ".status.json")
+        if lines is None:
+            lines = count_lines(s3, out_bucket, output_key)
         if lines is None:
             return None
         total += lines

@@ -229,6 +229,7 @@ def state_change_event(
         "TransformInput",
         "TransformOutput",
         "TransformResources",
+        "DataProcessing",
         "CreationTime",
     )
     detail = {key: _millis(description[key]) for key in keys if key in description}
