@@ -22,6 +22,7 @@ from zstc.inputs import Options, parse_labels, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_INPUT = REPO / "samples" / "resolutions.jsonl"
+DEMO_STACK = "ZeroShotClassificationLocal"
 
 
 def run_demo(
@@ -39,6 +40,7 @@ def run_demo(
     from zstc.local_pipeline import REGION, LocalPipeline
     from zstc.local_runner import http_invoker
     from zstc.local_serving import LocalServer
+    from zstc.stack import find_stack
     from zstc.submit import new_state, upload
 
     started = time.monotonic()
@@ -66,12 +68,13 @@ def run_demo(
     try:
         err.print(f"[green]✓[/] model server at {server.url} (toolkit + Multi Model Server, model/code/inference.py)")
         with LocalPipeline(http_invoker(server.url), workdir=workdir) as pipeline:
-            stack = pipeline.stack_outputs()
+            pipeline.publish_stack(DEMO_STACK)
+            aws = boto3.session.Session(region_name=REGION)
+            stack = find_stack(aws, DEMO_STACK)  # the same discovery as against AWS
             err.print(
                 f"[green]✓[/] moto server at {pipeline.endpoint_url}: bucket, queue + DLQ, claims table, topic, model; "
                 "S3 → SQS notification on input/*.jsonl"
             )
-            aws = boto3.session.Session(region_name=REGION)
             state = new_state(stack, prepared, options)
             state_file = workdir / "submit-state.json"
             upload(aws.client("s3"), state, prepared, state_file)

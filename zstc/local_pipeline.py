@@ -28,6 +28,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -271,6 +272,31 @@ class LocalPipeline:
             dead_letter_queue_url=r.dead_letter_queue_url,
             transform_job_prefix=r.job_prefix,
         )
+
+    def publish_stack(self, stack_name: str = "ZeroShotClassification", *, endpoint_name: str | None = None) -> None:
+        """Create a CloudFormation stack in moto whose outputs are the stack's contract, so that the command line's
+        own stack discovery (DescribeStacks) finds this local pipeline."""
+        outputs = self.stack_outputs()
+        values = {
+            "BucketName": outputs.bucket,
+            "InputPrefix": outputs.input_prefix,
+            "OutputPrefix": outputs.output_prefix,
+            "ErrorsPrefix": outputs.errors_prefix,
+            "ModelName": outputs.model_name,
+            "QueueUrl": outputs.queue_url,
+            "DeadLetterQueueUrl": outputs.dead_letter_queue_url,
+            "TransformJobPrefix": outputs.transform_job_prefix,
+            "DashboardUrl": "http://127.0.0.1/local-dashboard",
+        }
+        if endpoint_name:
+            values["EndpointName"] = endpoint_name
+        template = {
+            "Resources": {"Placeholder": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+            "Outputs": {key: {"Value": value} for key, value in values.items()},
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # moto only records the placeholder resource
+            self.client("cloudformation").create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
 
     @property
     def _resources(self) -> Resources:

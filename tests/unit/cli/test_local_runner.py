@@ -1,0 +1,111 @@
+"""The local stand-in for SageMaker batch transform, against moto S3 (in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from zstc.local_runner import MIB, InvocationError, LocalTransformRunner, state_change_event
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+def description(**overrides):
+    base = {
+        "TransformJobName": "job-1",
+        "TransformJobArn": "arn:aws:sagemaker:us-east-1:123456789012:transform-job/job-1",
+        "ModelName": "m",
+        "MaxPayloadInMB": 1,
+        "BatchStrategy": "MultiRecord",
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": "s3://bkt/manifests/job-1.json"}},
+            "ContentType": "application/jsonlines",
+            "SplitType": "Line",
+        },
+        "TransformOutput": {
+            "S3OutputPath": "s3://bkt/output/",
+            "Accept": "application/jsonlines",
+            "AssembleWith": "Line",
+        },
+        "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1},
+    }
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="bkt")
+        client.put_object(Bucket="bkt", Key="input/a/one.jsonl", Body=b'{"id": 1}\n{"id": 2}\n\n{"id": 3}\n')
+        client.put_object(Bucket="bkt", Key="input/two.jsonl", Body=b'{"id": 4}\n')
+        client.put_object(
+            Bucket="bkt",
+            Key="manifests/job-1.json",
+            Body=json.dumps([{"prefix": "s3://bkt/input/"}, "a/one.jsonl", "two.jsonl"]),
+        )
+        yield client
+
+
+def echo(calls):
+    def invoke(body, content_type, accept, timeout):
+        calls.append(body)
+        return b"\n".join(b'{"echo": ' + line + b"}" for line in body.split(b"\n"))
+
+    return invoke
+
+
+def test_each_manifest_object_becomes_its_out_file_line_for_line(s3):
+    calls = []
+    outcome = LocalTransformRunner(s3=s3, invoke=echo(calls)).run(description())
+    assert outcome.status == "Completed" and outcome.records == 4
+    body = s3.get_object(Bucket="bkt", Key="output/a/one.jsonl.out")["Body"].read()
+    assert body == b'{"echo": {"id": 1}}\n{"echo": {"id": 2}}\n{"echo": {"id": 3}}\n'
+    assert s3.get_object(Bucket="bkt", Key="output/two.jsonl.out")["Body"].read() == b'{"echo": {"id": 4}}\n'
+    assert len(calls) == 2  # MultiRecord: one request per object here
+
+
+def test_single_record_strategy_sends_one_line_per_request(s3):
+    calls = []
+    LocalTransformRunner(s3=s3, invoke=echo(calls)).run(description(BatchStrategy="SingleRecord"))
+    assert calls == [b'{"id": 1}', b'{"id": 2}', b'{"id": 3}', b'{"id": 4}']
+
+
+def test_mini_batches_never_exceed_the_payload_limit():
+    records = [b"x" * 400_000] * 5
+    batches = list(LocalTransformRunner.mini_batches(records, strategy="MultiRecord", max_payload=MIB))
+    assert [len(b) for b in batches] == [2, 2, 1]
+
+
+def test_a_record_over_the_payload_limit_fails_the_object():
+    with pytest.raises(ValueError, match="larger than MaxPayloadInMB"):
+        list(LocalTransformRunner.mini_batches([b"x" * (MIB + 1)], strategy="MultiRecord", max_payload=MIB))
+
+
+def test_a_failing_model_fails_the_job_and_writes_no_output_for_that_object(s3):
+    def invoke(body, content_type, accept, timeout):
+        if b'"id": 4' in body:
+            raise InvocationError("model server answered HTTP 500")
+        return body
+
+    outcome = LocalTransformRunner(s3=s3, invoke=invoke).run(
+        description(ModelClientConfig={"InvocationsMaxRetries": 0})
+    )
+    assert outcome.status == "Failed" and "1 of 2 input(s) failed" in outcome.failure_reason
+    assert "Contents" not in s3.list_objects_v2(Bucket="bkt", Prefix="output/two.jsonl.out")
+    assert s3.head_object(Bucket="bkt", Key="output/a/one.jsonl.out")
+
+
+def test_the_state_change_event_has_the_shape_of_the_recorded_fixture(s3):
+    outcome = LocalTransformRunner(s3=s3, invoke=echo([])).run(description())
+    event = state_change_event(description(), outcome, region="us-east-1")
+    fixture = json.loads((EVENTS / "batch_transform_job_completed.json").read_text())
+    assert set(event) == set(fixture)
+    assert event["detail-type"] == fixture["detail-type"] and event["detail"]["TransformJobStatus"] == "Completed"
+    assert {"TransformJobName", "TransformInput", "TransformOutput", "TransformEndTime"} <= set(event["detail"])
+    assert isinstance(event["detail"]["TransformEndTime"], int)
