@@ -539,6 +539,9 @@ def demo(
     run_demo(input_file=input_file, model=model, labels=labels, output=output, out=out, err=err)
 
 
+INTERRUPTED = "Interrupted. Anything already uploaded is kept: `zstc wait FILE` resumes a submitted file."
+
+
 def main() -> None:
     """Console entry point: run the app, turning known failures into one line and an exit code."""
     try:
@@ -547,7 +550,7 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {error}", highlight=False)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        err.print("Interrupted. Anything already uploaded is kept: `zstc wait FILE` resumes a submitted file.")
+        err.print(INTERRUPTED)
         sys.exit(130)
     except Exception as error:
         message = errors.describe_aws_error(error)
@@ -557,10 +560,12 @@ def main() -> None:
             if isinstance(error, click.exceptions.ClickException):
                 error.show()
                 sys.exit(error.exit_code)
-            if isinstance(error, click.exceptions.Abort):
-                err.print("Aborted.")
+            if isinstance(error, click.exceptions.Abort):  # click's wrapping of Ctrl-C
+                err.print(INTERRUPTED)
                 sys.exit(130)
             raise
         err.print(f"[bold red]error:[/] {message}", highlight=False)
         sys.exit(errors.AwsSetupError.exit_code)
+    if code == 130:  # typer turns Ctrl-C into exit code 130
+        err.print(INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)

@@ -158,7 +158,10 @@ def _prepare_jsonl(path: Path, text: str, options: Options) -> PreparedInput:
     blank = 0
     with_labels = 0
     # split on "\n" only: str.splitlines() would also split on U+2028 and friends, which JSON strings may contain
-    for number, raw in enumerate(text.split("\n"), start=1):
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start a blank one
+    for number, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r")
         if not line.strip():
             blank += 1
