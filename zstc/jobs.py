@@ -138,5 +138,6 @@ def list_jobs(sagemaker: Any, s3: Any, stack: StackOutputs, *, limit: int, count
                 )
             )
             if len(rows) >= limit:
-                return rows
-    return rows
+                break
+    # newest first, whatever order the service returned
+    return sorted(rows, key=lambda row: row.created.timestamp() if row.created else 0.0, reverse=True)[:limit]
