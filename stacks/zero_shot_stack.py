@@ -97,6 +97,26 @@ class ZeroShotStack(cdk.Stack):
         # --- end endpoint ---
 
         # --- batch path ---
+        from stacks.batch import BatchPipeline  # imported here: the batch block is the batch owner's
+
+        self.batch = BatchPipeline(
+            self,
+            "Batch",
+            settings=settings,
+            key=self.key,
+            bucket=self.bucket,
+            execution_role=self.execution_role,
+            model_name=self.model.model_name,
+            vpc=self.network.vpc if self.network else None,
+            log_retention=log_retention,
+        )
+        cdk.CfnOutput(self, "QueueUrl", value=self.batch.queue.queue_url, description="Batch path queue")
+        cdk.CfnOutput(
+            self, "DeadLetterQueueUrl", value=self.batch.dead_letter_queue.queue_url, description="Batch path DLQ"
+        )
+        cdk.CfnOutput(
+            self, "TransformJobPrefix", value=self.batch.job_name_prefix, description="Names of this stack's jobs"
+        )
         # --- end batch path ---
 
         # --- monitoring ---

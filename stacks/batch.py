@@ -1,0 +1,589 @@
+"""The batch path: S3 drop → SQS → trigger function → coalesced, idempotent SageMaker transform jobs → outcomes.
+
+Runtime code: ``lambda/batch_trigger/`` and ``lambda/job_outcome/``. Design and figures: ``docs/batch.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Final
+
+import jsii
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from stacks.checks import INLINE_POLICY_REASON, acknowledge, checkov_skip, logical_id
+from stacks.config import NVME_FAMILIES, Settings
+from stacks.storage import PREFIXES
+
+ROOT: Final = Path(__file__).resolve().parents[1]
+ASSET_EXCLUDE: Final = ["__pycache__", "*.pyc", ".pytest_cache"]
+POWERTOOLS_LAYER_PARAMETER: Final = "/aws/service/powertools/python/x86_64/python3.13/3.22.1"
+METRICS_NAMESPACE: Final = "ZeroShotClassification"
+TRIGGER_TIMEOUT: Final = Duration.minutes(2)
+OUTCOME_TIMEOUT: Final = Duration.minutes(5)
+BACKOFF_BASE_SECONDS: Final = 60
+MAX_VISIBILITY_SECONDS: Final = 43_200
+RETENTION: Final = Duration.days(14)  # SQS's maximum: the longest patience (336 h) fits
+# Each S3 event names one object; with a window, one Lambda batch (≤ 1,000 files) becomes one job.
+BATCH_SIZE_WITH_WINDOW: Final = 1000
+BATCH_SIZE_WITHOUT_WINDOW: Final = 10
+TRIGGER_MAX_CONCURRENCY: Final = 2  # the job cap is counted per invocation: few concurrent invocations keep it tight
+
+_OUTSIDE_VPC: Final = (
+    "The function only calls AWS APIs (S3, DynamoDB, SageMaker, SQS, SNS) over TLS with IAM; placing it in the "
+    "VPC would need interface endpoints for each and adds nothing to the data path (jobs run in the VPC)."
+)
+_NO_RESERVED_CONCURRENCY: Final = (
+    "Concurrency is bounded by the SQS event source's maximum concurrency (trigger) or by EventBridge's event rate "
+    "(one event per finished job); reserving account concurrency would fail on accounts with the default quota."
+)
+_PYTHON_313: Final = (
+    "Python 3.13 is the project's Lambda runtime (one runtime for all functions, matched to the Powertools layer "
+    "3.22.1); moving to a newer one is a project-wide change."
+)
+
+
+def job_name_prefix(stack_name: str) -> str:
+    """Lower-case prefix of this stack's transform-job names (SageMaker lowercases names in ARNs, which IAM
+    matches). ``ZeroShotClassification`` → ``zeroshotclassification-batch``; at most 38 characters."""
+    base = re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", stack_name.lower())).strip("-")[:24].strip("-")
+    return f"{base or 'stack'}-batch"
+
+
+def backoff_seconds(receive_count: int, *, base: int, maximum: int) -> int:
+    """Mirror of ``batch_trigger_logic.backoff_seconds`` (tests check they agree)."""
+    exponent = max(0, min(receive_count - 1, 30))
+    return int(min(base * 2**exponent, maximum, MAX_VISIBILITY_SECONDS))
+
+
+def backoff_max_seconds(patience_seconds: int) -> int:
+    """Largest backoff step: 15 minutes, longer for long patience so that maxReceiveCount stays near 100."""
+    return min(MAX_VISIBILITY_SECONDS - 600, max(900, patience_seconds // 100))
+
+
+def receives_for_patience(patience_seconds: int, *, base: int, maximum: int) -> int:
+    """Mirror of ``batch_trigger_logic.receives_for_patience``: the DLQ's maxReceiveCount."""
+    waited, receives = 0, 0
+    while waited < patience_seconds:
+        receives += 1
+        waited += backoff_seconds(receives, base=base, maximum=maximum)
+    return max(receives + 1, 2)
+
+
+@jsii.implements(s3.IBucketNotificationDestination)
+class _QueueDestination:
+    """S3 → SQS notification destination.
+
+    CDK's ``SqsDestination`` grants S3 the queue's key with a condition naming the bucket; the bucket is encrypted
+    with that same key, so the key policy and the bucket would depend on each other (a CloudFormation cycle). The
+    key statement is added once, bound to the account, and the queue policy names the bucket.
+    """
+
+    def __init__(self, queue: sqs.Queue) -> None:
+        self.queue = queue
+
+    def bind(self, scope: Construct, bucket: s3.IBucket) -> s3.BucketNotificationDestinationConfig:
+        result = self.queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowBucketNotifications",
+                principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+                actions=["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+                resources=[self.queue.queue_arn],
+                conditions={
+                    "ArnLike": {"aws:SourceArn": bucket.bucket_arn},
+                    "StringEquals": {"aws:SourceAccount": Stack.of(scope).account},
+                },
+            )
+        )
+        dependencies = [result.policy_dependable] if result.policy_dependable else []
+        return s3.BucketNotificationDestinationConfig(
+            arn=self.queue.queue_arn, type=s3.BucketNotificationDestinationType.QUEUE, dependencies=dependencies
+        )
+
+
+class BatchPipeline(Construct):
+    """The batch path of the stack.
+
+    - ``queue`` receives the bucket's ``ObjectCreated`` events for ``input/*.jsonl`` (KMS-encrypted with the stack
+      key, TLS only, 14 days retention, visibility ≥ 6 × the trigger's timeout + the batching window); after
+      ``batch_patience_hours`` of deferrals (or repeated failures) a message moves to ``dead_letter_queue``.
+    - ``trigger_function`` consumes it in batches (window ``batch_window_seconds``, partial batch responses), claims
+      each object version in ``claims_table`` (conditional write, TTL), writes a manifest under ``manifests/`` and
+      starts at most ``batch_max_concurrent_jobs`` transform jobs named ``<job_name_prefix>-<hash>``.
+    - ``outcome_function`` receives "SageMaker Transform Job State Change" events for those jobs (rule ``rule``) and
+      writes a status record per input file; failures are published to ``topic``.
+    The transform jobs run with the model's execution role and VPC configuration; outputs and volumes are encrypted
+    with the stack key (the volume key is omitted on NVMe instance types, which SageMaker rejects it for).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        settings: Settings,
+        key: kms.IKey,
+        bucket: s3.IBucket,
+        execution_role: iam.IRole,
+        model_name: str,
+        vpc: ec2.IVpc | None,
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, id_)
+        stack = Stack.of(self)
+        removal = RemovalPolicy.RETAIN if settings.retain_data else RemovalPolicy.DESTROY
+        self.job_name_prefix = job_name_prefix(settings.stack_name)
+        # The jobs' VPC placement comes from the model (CreateTransformJob has no VPC parameter).
+        self.in_vpc = vpc is not None
+
+        patience = settings.batch_patience_hours * 3600
+        self.backoff_max_seconds = backoff_max_seconds(patience)
+        self.max_receive_count = receives_for_patience(
+            patience, base=BACKOFF_BASE_SECONDS, maximum=self.backoff_max_seconds
+        )
+        window = settings.batch_window_seconds
+
+        # --- queues -----------------------------------------------------------------------------------------------
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            data_key_reuse=Duration.hours(1),
+            enforce_ssl=True,
+            retention_period=RETENTION,
+            removal_policy=removal,
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            data_key_reuse=Duration.hours(1),
+            enforce_ssl=True,
+            retention_period=RETENTION,
+            visibility_timeout=Duration.seconds(6 * TRIGGER_TIMEOUT.to_seconds() + window),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.dead_letter_queue, max_receive_count=self.max_receive_count
+            ),
+            removal_policy=removal,
+        )
+        # S3 sends the notifications: the key must let it encrypt them (for this account's buckets only).
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowS3ToSendBatchNotifications",
+                principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+                actions=["kms:GenerateDataKey*", "kms:Decrypt"],
+                resources=["*"],  # in a key policy, "*" means this key
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
+            )
+        )
+        bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            _QueueDestination(self.queue),
+            s3.NotificationKeyFilter(prefix=PREFIXES.input, suffix=".jsonl"),
+        )
+
+        # --- claims -----------------------------------------------------------------------------------------------
+        self.claims_table = dynamodb.Table(
+            self,
+            "Claims",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute="expires_at",
+            removal_policy=removal,
+        )
+
+        # --- failure topic ----------------------------------------------------------------------------------------
+        self.topic = sns.Topic(
+            self, "FailureTopic", display_name="Batch transform failures", master_key=key, enforce_ssl=True
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowEventBridgeToPublishBatchFailures",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["kms:GenerateDataKey*", "kms:Decrypt"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
+            )
+        )
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowEventBridgeRulesOfThisAccount",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
+            )
+        )
+
+        layer = lambda_.LayerVersion.from_layer_version_arn(
+            self,
+            "Powertools",
+            ssm.StringParameter.value_for_string_parameter(self, POWERTOOLS_LAYER_PARAMETER),
+        )
+        common_env = {
+            "BUCKET_NAME": bucket.bucket_name,
+            "INPUT_PREFIX": PREFIXES.input,
+            "OUTPUT_PREFIX": PREFIXES.output,
+            "ERRORS_PREFIX": PREFIXES.errors,
+            "MANIFEST_PREFIX": PREFIXES.manifests,
+            "JOB_NAME_PREFIX": self.job_name_prefix,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        }
+
+        # --- trigger ----------------------------------------------------------------------------------------------
+        self.trigger_log_group = logs.LogGroup(
+            self, "TriggerLogs", encryption_key=key, retention=log_retention, removal_policy=removal
+        )
+        trigger_role = self._function_role(
+            "TriggerRole", "Batch trigger: claims files, starts transform jobs", self.trigger_log_group
+        )
+        self.trigger_function = lambda_.Function(
+            self,
+            "Trigger",
+            role=trigger_role,
+            description="Batch path: S3 events from SQS → claimed, coalesced SageMaker transform jobs",
+            runtime=lambda_.Runtime.PYTHON_3_13,
+            architecture=lambda_.Architecture.X86_64,  # the Powertools layer parameter is the x86_64 one
+            handler="batch_trigger.handler",
+            code=lambda_.Code.from_asset(str(ROOT / "lambda" / "batch_trigger"), exclude=ASSET_EXCLUDE),
+            layers=[layer],
+            memory_size=512,
+            timeout=TRIGGER_TIMEOUT,
+            environment={
+                **common_env,
+                "POWERTOOLS_SERVICE_NAME": "batch-trigger",
+                "CLAIMS_TABLE": self.claims_table.table_name,
+                "QUEUE_URL": self.queue.queue_url,
+                "MODEL_NAME": model_name,
+                "INSTANCE_TYPE": settings.batch_instance_type,
+                "INSTANCE_COUNT": str(settings.batch_instance_count),
+                "MAX_CONCURRENT_JOBS": str(settings.batch_max_concurrent_jobs),
+                "MAX_PAYLOAD_MB": str(settings.batch_max_payload_mb),
+                # One request at a time per instance: the model server runs one worker per GPU (one on CPU) that
+                # batches the (text, label) pairs of a request itself; 1 × payload ≤ 100 always holds.
+                "MAX_CONCURRENT_TRANSFORMS": "1",
+                "MODEL_TIMEOUT_SECONDS": str(settings.batch_model_timeout_seconds),
+                "MODEL_RETRIES": str(settings.batch_model_retries),
+                "KMS_KEY_ARN": key.key_arn,
+                "NVME_FAMILIES": ",".join(sorted(NVME_FAMILIES)),
+                "BATCH_WINDOW_SECONDS": str(window),
+                "MAX_FILES_PER_JOB": str(BATCH_SIZE_WITH_WINDOW),
+                "CLAIM_TTL_SECONDS": str(patience + 7 * 86_400),
+                "CLAIM_GRACE_SECONDS": str(int(TRIGGER_TIMEOUT.to_seconds()) + 60),
+                "BACKOFF_BASE_SECONDS": str(BACKOFF_BASE_SECONDS),
+                "BACKOFF_MAX_SECONDS": str(self.backoff_max_seconds),
+            },
+            environment_encryption=key,
+            log_group=self.trigger_log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+        )
+        self.event_source = sources.SqsEventSource(
+            self.queue,
+            batch_size=BATCH_SIZE_WITH_WINDOW if window else BATCH_SIZE_WITHOUT_WINDOW,
+            max_batching_window=Duration.seconds(window) if window else None,
+            report_batch_item_failures=True,
+            max_concurrency=TRIGGER_MAX_CONCURRENCY,
+        )
+        self.trigger_function.add_event_source(self.event_source)
+        self._grant_trigger(bucket, key, execution_role)
+
+        # --- outcome ----------------------------------------------------------------------------------------------
+        self.outcome_dead_letter_queue = sqs.Queue(
+            self,
+            "OutcomeDeadLetterQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            retention_period=RETENTION,
+            removal_policy=removal,
+        )
+        self.outcome_log_group = logs.LogGroup(
+            self, "OutcomeLogs", encryption_key=key, retention=log_retention, removal_policy=removal
+        )
+        outcome_role = self._function_role(
+            "OutcomeRole", "Batch job outcomes: status records, failure notices", self.outcome_log_group
+        )
+        self.outcome_function = lambda_.Function(
+            self,
+            "Outcome",
+            role=outcome_role,
+            description="Batch path: transform job state changes → status records per file, failures to SNS",
+            runtime=lambda_.Runtime.PYTHON_3_13,
+            architecture=lambda_.Architecture.X86_64,
+            handler="job_outcome.handler",
+            code=lambda_.Code.from_asset(str(ROOT / "lambda" / "job_outcome"), exclude=ASSET_EXCLUDE),
+            layers=[layer],
+            memory_size=512,
+            timeout=OUTCOME_TIMEOUT,
+            environment={**common_env, "POWERTOOLS_SERVICE_NAME": "job-outcome", "TOPIC_ARN": self.topic.topic_arn},
+            environment_encryption=key,
+            log_group=self.outcome_log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            dead_letter_queue=self.outcome_dead_letter_queue,
+        )
+        self.rule = events.Rule(
+            self,
+            "JobStateRule",
+            description=f"Finished transform jobs of {stack.stack_name} ({self.job_name_prefix}-*)",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Transform Job State Change"],
+                detail={
+                    "TransformJobStatus": ["Completed", "Failed", "Stopped"],
+                    "TransformJobName": [{"prefix": f"{self.job_name_prefix}-"}],
+                },
+            ),
+        )
+        self.rule.add_target(
+            targets.LambdaFunction(
+                self.outcome_function,
+                dead_letter_queue=self.outcome_dead_letter_queue,
+                retry_attempts=8,
+                max_event_age=Duration.hours(24),
+            )
+        )
+        self._grant_outcome(bucket, key)
+        self._acknowledge(bucket)
+
+    # --- permissions ----------------------------------------------------------------------------------------------
+
+    def _function_role(self, id_: str, description: str, log_group: logs.ILogGroup) -> iam.Role:
+        role = iam.Role(self, id_, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"), description=description)
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteLogs",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[log_group.log_group_arn],
+            )
+        )
+        return role
+
+    def _transform_job_arn(self) -> str:
+        stack = Stack.of(self)
+        return stack.format_arn(
+            service="sagemaker", resource="transform-job", resource_name=f"{self.job_name_prefix}-*"
+        )
+
+    def _grant_trigger(self, bucket: s3.IBucket, key: kms.IKey, execution_role: iam.IRole) -> None:
+        fn = self.trigger_function
+        self.claims_table.grant(fn, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem")
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="UseStackKey",
+                actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:DescribeKey"],
+                resources=[key.key_arn],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="LetSageMakerEncryptJobVolumes",
+                actions=["kms:CreateGrant"],
+                resources=[key.key_arn],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ListManifests",
+                actions=["s3:ListBucket"],  # a missing manifest answers 404 (not 403) only with ListBucket
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{PREFIXES.manifests}*"]}},
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadWriteManifests",
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{PREFIXES.manifests}*")],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="WriteEmptyFileStatus",
+                actions=["s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{PREFIXES.errors}*.status.json")],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="StartThisStacksTransformJobs",
+                actions=["sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob", "sagemaker:AddTags"],
+                resources=[self._transform_job_arn()],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="CountRunningTransformJobs",
+                actions=["sagemaker:ListTransformJobs"],
+                resources=["*"],  # List* actions support no resource-level permissions
+            )
+        )
+        # CreateTransformJob takes no role (the model carries it); the scoped PassRole only covers the model's
+        # execution role should SageMaker ever check it on this path.
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="PassOnlyTheExecutionRoleToSageMaker",
+                actions=["iam:PassRole"],
+                resources=[execution_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+
+    def _grant_outcome(self, bucket: s3.IBucket, key: kms.IKey) -> None:
+        fn = self.outcome_function
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="UseStackKey",
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=[key.key_arn],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ListOutputs",
+                actions=["s3:ListBucket"],  # HeadObject on a missing output answers 404 (not 403) only with this
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{PREFIXES.output}*"]}},
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadManifestsAndOutputs",
+                actions=["s3:GetObject"],
+                resources=[
+                    bucket.arn_for_objects(f"{PREFIXES.manifests}*"),
+                    bucket.arn_for_objects(f"{PREFIXES.output}*"),
+                ],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="WriteStatusRecords",
+                actions=["s3:PutObject"],
+                resources=[
+                    bucket.arn_for_objects(f"{PREFIXES.output}*.status.json"),
+                    bucket.arn_for_objects(f"{PREFIXES.errors}*.status.json"),
+                ],
+            )
+        )
+        self.topic.grant_publish(fn)
+
+    # --- checks ---------------------------------------------------------------------------------------------------
+
+    def _acknowledge(self, bucket: s3.IBucket) -> None:
+        bucket_arn = f"<{logical_id(bucket)}.Arn>"
+        function_findings = {
+            "AwsSolutions-L1": _PYTHON_313,
+            "HIPAA.Security-LambdaInsideVPC": _OUTSIDE_VPC,
+            "NIST.800.53.R5-LambdaInsideVPC": _OUTSIDE_VPC,
+            "HIPAA.Security-LambdaConcurrency": _NO_RESERVED_CONCURRENCY,
+            "NIST.800.53.R5-LambdaConcurrency": _NO_RESERVED_CONCURRENCY,
+        }
+        acknowledge(
+            self.trigger_function,
+            {
+                **function_findings,
+                "HIPAA.Security-LambdaDLQ": "The function is invoked by its SQS event source, whose queue has the "
+                "dead-letter queue; Lambda's asynchronous DLQ does not apply to event source mappings.",
+                "NIST.800.53.R5-LambdaDLQ": "The function is invoked by its SQS event source, whose queue has the "
+                "dead-letter queue; Lambda's asynchronous DLQ does not apply to event source mappings.",
+            },
+        )
+        acknowledge(
+            self.trigger_function.role,
+            {
+                **INLINE_POLICY_REASON,
+                f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.manifests}*]": "The trigger writes and reads "
+                "one manifest per job, named after the job: only the manifests/ prefix.",
+                f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*.status.json]": "Status records of "
+                "empty input files, one per input key: only *.status.json under errors/.",
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+                f"transform-job/{self.job_name_prefix}-*]": "Job names are derived at run time from the files "
+                "they process; the wildcard is limited to this stack's job-name prefix.",
+                "AwsSolutions-IAM5[Resource::*]": "sagemaker:ListTransformJobs supports no resource-level "
+                "permissions; it counts this stack's running jobs for the concurrency cap.",
+                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "GenerateDataKey and "
+                "GenerateDataKeyWithoutPlaintext on the stack key only, for SSE-KMS objects, queue and table.",
+            },
+        )
+        acknowledge(self.outcome_function, function_findings)
+        acknowledge(
+            self.outcome_function.role,
+            {
+                **INLINE_POLICY_REASON,
+                f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.manifests}*]": "Reads the manifest of the "
+                "finished job (named after the job) to find its input files.",
+                f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*]": "Reads each input file's .out "
+                "(to count records and errors) under output/ only.",
+                f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*.status.json]": "Writes one status "
+                "record per input file, named after it: only *.status.json under output/.",
+                f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*.status.json]": "Writes one status "
+                "record per failed input file: only *.status.json under errors/.",
+                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "GenerateDataKey variants on the stack key "
+                "only, for SSE-KMS status records and the encrypted topic.",
+            },
+        )
+        for fn in (self.trigger_function, self.outcome_function):
+            checkov_skip(fn, "CKV_AWS_117", _OUTSIDE_VPC)
+            checkov_skip(fn, "CKV_AWS_115", _NO_RESERVED_CONCURRENCY)
+        checkov_skip(self.trigger_function, "CKV_AWS_116", "Invoked by an SQS event source whose queue has a DLQ.")
+        acknowledge(
+            self.claims_table,
+            {
+                f"{pack}-DynamoDBInBackupPlan": "Claims are short-lived de-duplication records (TTL = patience + 7 "
+                "days) with point-in-time recovery on; losing them can at worst re-run a job, never lose data."
+                for pack in ("HIPAA.Security", "NIST.800.53.R5")
+            },
+        )
+        # The bucket-notification machinery CDK adds for the S3 → SQS notification (one per stack).
+        stack = Stack.of(self)
+        handler = stack.node.try_find_child("BucketNotificationsHandler050a0587b7544547bf325f094a3db834")
+        if handler is not None:
+            acknowledge(
+                handler,
+                {
+                    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                    "AWSLambdaBasicExecutionRole]": "CDK's bucket-notification handler (a deploy-time custom "
+                    "resource) writes only its own logs with the basic execution role."
+                },
+            )
+        notifications = bucket.node.try_find_child("Notifications")
+        if notifications is not None:
+            acknowledge(
+                notifications,
+                {
+                    f"{pack}-IAMNoInlinePolicy": "CDK's bucket-notification handler policy: one action "
+                    "(s3:PutBucketNotification) on this bucket, generated with the stack."
+                    for pack in ("HIPAA.Security", "NIST.800.53.R5")
+                },
+            )
+        for queue in (self.dead_letter_queue, self.outcome_dead_letter_queue):
+            acknowledge(
+                queue,
+                {
+                    "AwsSolutions-SQS3": "This is a dead-letter queue.",
+                },
+            )

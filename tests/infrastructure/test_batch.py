@@ -1,0 +1,202 @@
+"""The batch path's resources: queue/DLQ/mapping settings, the rule, the claims table, the topic and IAM scope."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import batch_trigger_logic
+import pytest
+from aws_cdk.assertions import Match
+
+from stacks import batch
+
+
+def statements_of(s: Any, function_logical_prefix: str) -> list[dict[str, Any]]:
+    """Statements of the policies attached to the role of the function whose logical id starts with the prefix."""
+    functions = {k: v for k, v in s.resources("AWS::Lambda::Function").items() if k.startswith(function_logical_prefix)}
+    assert len(functions) == 1, functions.keys()
+    role = next(iter(functions.values()))["Properties"]["Role"]["Fn::GetAtt"][0]
+    found = []
+    for policy in s.resources("AWS::IAM::Policy").values():
+        if {"Ref": role} in policy["Properties"]["Roles"]:
+            found.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return found
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def env_of(s: Any, prefix: str) -> dict[str, Any]:
+    fn = next(v for k, v in s.resources("AWS::Lambda::Function").items() if k.startswith(prefix))
+    return fn["Properties"]["Environment"]["Variables"]
+
+
+def test_the_batch_path_synthesizes_with_the_compliance_packs(synth):
+    # Given the default configuration / When synthesized (cdk-nag runs in app.synth())
+    s = synth()
+    # Then it has its two functions, queues, table, rule and topic
+    assert len([k for k in s.resources("AWS::Lambda::Function") if k.startswith("Batch")]) == 2
+    assert len([k for k in s.resources("AWS::SQS::Queue") if k.startswith("Batch")]) == 3
+    s.template.resource_count_is("AWS::DynamoDB::Table", 1)
+
+
+def test_queue_visibility_covers_six_function_timeouts_plus_the_window(synth):
+    s = synth()
+    queue = next(v for k, v in s.resources("AWS::SQS::Queue").items() if k.startswith("BatchQueue"))
+    trigger_timeout = next(v for k, v in s.resources("AWS::Lambda::Function").items() if k.startswith("BatchTrigger"))[
+        "Properties"
+    ]["Timeout"]
+    props = queue["Properties"]
+    assert props["VisibilityTimeout"] >= 6 * trigger_timeout + 60
+    assert props["MessageRetentionPeriod"] == 14 * 86400
+    assert "KmsMasterKeyId" in props
+
+
+def test_messages_reach_the_dlq_only_after_the_patience(synth):
+    # Given the default patience (24 h)
+    s = synth()
+    queue = next(v for k, v in s.resources("AWS::SQS::Queue").items() if k.startswith("BatchQueue"))
+    receives = queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    env = env_of(s, "BatchTrigger")
+    base, maximum = int(env["BACKOFF_BASE_SECONDS"]), int(env["BACKOFF_MAX_SECONDS"])
+    # Then the function's backoff over maxReceiveCount - 1 deferrals is at least 24 hours
+    waited = sum(batch_trigger_logic.backoff_seconds(n, base=base, maximum=maximum) for n in range(1, receives))
+    assert waited >= 24 * 3600
+    assert receives == batch_trigger_logic.receives_for_patience(24 * 3600, base=base, maximum=maximum)
+
+
+@pytest.mark.parametrize("hours", [1, 24, 336])
+def test_the_construct_and_the_function_agree_on_the_backoff(hours):
+    maximum = batch.backoff_max_seconds(hours * 3600)
+    assert batch.receives_for_patience(
+        hours * 3600, base=60, maximum=maximum
+    ) == batch_trigger_logic.receives_for_patience(hours * 3600, base=60, maximum=maximum)
+    assert batch.receives_for_patience(hours * 3600, base=60, maximum=maximum) <= 1000
+
+
+def test_event_source_mapping_reports_partial_failures_with_the_window(synth):
+    synth().template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "MaximumBatchingWindowInSeconds": 60,
+            "BatchSize": 1000,
+        },
+    )
+
+
+def test_window_zero_maps_small_batches_without_a_window(synth):
+    s = synth(batch_window_seconds=0)
+    mapping = s.only("AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping["BatchSize"] == 10 and "MaximumBatchingWindowInSeconds" not in mapping
+    assert env_of(s, "BatchTrigger")["BATCH_WINDOW_SECONDS"] == "0"
+
+
+def test_the_bucket_notifies_the_queue_for_input_jsonl_only(synth):
+    s = synth()
+    notifications = s.only("Custom::S3BucketNotifications")["Properties"]["NotificationConfiguration"]
+    (config,) = notifications["QueueConfigurations"]
+    rules = {r["Name"]: r["Value"] for r in config["Filter"]["Key"]["FilterRules"]}
+    assert rules == {"prefix": "input/", "suffix": ".jsonl"}
+    assert config["Events"] == ["s3:ObjectCreated:*"]
+
+
+def test_the_key_lets_s3_and_eventbridge_use_it(synth):
+    policy = synth().only("AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
+    services = {json.dumps(st["Principal"]) for st in policy if st.get("Sid", "").startswith("Allow")}
+    assert any("s3.amazonaws.com" in p for p in services)
+    assert any("events.amazonaws.com" in p for p in services)
+
+
+def test_the_claims_table_is_encrypted_recoverable_and_expiring(synth):
+    synth().template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": Match.any_value()},
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+        },
+    )
+
+
+def test_the_rule_matches_only_this_stacks_finished_jobs(synth):
+    s = synth()
+    pattern = s.only("AWS::Events::Rule")["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.sagemaker"]
+    assert pattern["detail-type"] == ["SageMaker Transform Job State Change"]
+    assert sorted(pattern["detail"]["TransformJobStatus"]) == ["Completed", "Failed", "Stopped"]
+    assert pattern["detail"]["TransformJobName"] == [{"prefix": "zeroshotclassification-batch-"}]
+
+
+def test_the_failure_topic_is_encrypted(synth):
+    synth().template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+
+
+def test_transform_jobs_can_only_be_created_with_this_stacks_prefix(synth):
+    s = synth()
+    creating = [
+        st for st in statements_of(s, "BatchTrigger") if "sagemaker:CreateTransformJob" in as_list(st["Action"])
+    ]
+    assert len(creating) == 1
+    (resource,) = as_list(creating[0]["Resource"])
+    assert json.dumps(resource).endswith(':transform-job/zeroshotclassification-batch-*"]]}')
+
+
+def test_pass_role_is_only_for_the_execution_role_and_sagemaker(synth):
+    s = synth()
+    passing = [st for st in statements_of(s, "BatchTrigger") if "iam:PassRole" in as_list(st["Action"])]
+    assert len(passing) == 1
+    assert passing[0]["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    (resource,) = as_list(passing[0]["Resource"])
+    assert "ExecutionRole" in json.dumps(resource)
+
+
+def test_no_batch_function_gets_a_wildcard_action_or_bucket_wide_write(synth):
+    s = synth()
+    for prefix in ("BatchTrigger", "BatchOutcome"):
+        for st in statements_of(s, prefix):
+            assert not any(a.endswith(":*") or a == "*" for a in as_list(st["Action"])), st
+            if "s3:PutObject" in as_list(st["Action"]):
+                assert all("/input/" not in json.dumps(r) for r in as_list(st["Resource"])), st
+
+
+def test_functions_have_encrypted_logs_with_retention_and_the_powertools_layer(synth):
+    s = synth()
+    groups = [v for k, v in s.resources("AWS::Logs::LogGroup").items() if k.startswith("Batch")]
+    assert len(groups) == 2
+    assert all("KmsKeyId" in g["Properties"] and g["Properties"]["RetentionInDays"] == 365 for g in groups)
+    layers = json.dumps(
+        [v["Properties"]["Layers"] for k, v in s.resources("AWS::Lambda::Function").items() if k.startswith("Batch")]
+    )
+    parameters = json.dumps(s.raw.get("Parameters", {}))
+    assert "/aws/service/powertools/python/x86_64/python3.13/3.22.1" in parameters and "Ref" in layers
+
+
+def test_the_function_settings_are_valid_for_the_runtime(synth):
+    # Given the trigger's environment as synthesized (tokens replaced by plausible values)
+    env = {k: (v if isinstance(v, str) else "x") for k, v in env_of(synth(), "BatchTrigger").items()}
+    env["QUEUE_URL"] = "https://sqs/x"
+    # Then the function's own validation accepts it
+    settings = batch_trigger_logic.TriggerSettings.from_env(env)
+    assert settings.job_name_prefix == "zeroshotclassification-batch"
+    assert settings.max_payload_mb * settings.max_concurrent_transforms <= 100
+
+
+def test_stack_outputs_name_the_queue_dlq_and_job_prefix(synth):
+    outputs = synth().raw["Outputs"]
+    assert {"QueueUrl", "DeadLetterQueueUrl", "TransformJobPrefix"} <= set(outputs)
+
+
+@pytest.mark.parametrize(
+    ("stack_name", "prefix"),
+    [
+        ("ZeroShotClassification", "zeroshotclassification-batch"),
+        ("My_Stack--2", "my-stack-2-batch"),
+        ("A" * 128, "a" * 24 + "-batch"),
+    ],
+)
+def test_job_name_prefixes_are_valid_for_the_function(stack_name, prefix):
+    assert batch.job_name_prefix(stack_name) == prefix
+    assert batch_trigger_logic.JOB_PREFIX.match(prefix)
