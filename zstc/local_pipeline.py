@@ -239,6 +239,9 @@ class LocalPipeline:
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
+        dynamodb.update_time_to_live(
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+        )
         topic_arn = self.client("sns").create_topic(Name=f"{name}-alarms")["TopicArn"]
         model_name = f"{name}-model"
         self.client("sagemaker").create_model(

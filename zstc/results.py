@@ -67,19 +67,21 @@ def parse_output(body: bytes) -> list[dict[str, Any] | str]:
 
 
 def _result(record: Record, output: dict[str, Any] | str | None) -> Result:
-    common = {"line": record.line, "id": record.id, "text": record.text, "row": record.row}
+    def make(labels: list[str], scores: list[float], error: str | None = None) -> Result:
+        return Result(
+            line=record.line, id=record.id, text=record.text, row=record.row, labels=labels, scores=scores, error=error
+        )
+
     if output is None:
-        return Result(**common, labels=[], scores=[], error="no result line came back for this record")
+        return make(labels=[], scores=[], error="no result line came back for this record")
     if isinstance(output, str):
-        return Result(**common, labels=[], scores=[], error=f"unreadable result line: {output[:200]}")
+        return make(labels=[], scores=[], error=f"unreadable result line: {output[:200]}")
     if output.get("error") is not None:
-        return Result(**common, labels=[], scores=[], error=str(output["error"]))
+        return make(labels=[], scores=[], error=str(output["error"]))
     labels, scores = output.get("labels"), output.get("scores")
     if not isinstance(labels, list) or not isinstance(scores, list) or len(labels) != len(scores):
-        return Result(
-            **common, labels=[], scores=[], error=f"result line has no labels/scores: {json.dumps(output)[:200]}"
-        )
-    return Result(**common, labels=[str(label) for label in labels], scores=[float(score) for score in scores])
+        return make(labels=[], scores=[], error=f"result line has no labels/scores: {json.dumps(output)[:200]}")
+    return make(labels=[str(label) for label in labels], scores=[float(score) for score in scores])
 
 
 def join(prepared: PreparedInput, outputs: list[dict[str, Any] | str]) -> list[Result]:
