@@ -1,0 +1,178 @@
+"""Stock handler vs ours, in the real serving stack (toolkit + Multi Model Server), on real tweets.
+
+For each model shape (tiny, bart-large-mnli's architecture with random weights) the serving stack runs twice on the
+same model directory and the same records (New Year's resolution tweets, the 10 categories as labels):
+
+- stock: the toolkit's default handler, one record per request (what SingleRecord batch transform does);
+- ours:  model/code/inference.py, MultiRecord JSON Lines payloads of at most --max-payload-mb (as batch transform
+         sends them with MaxPayloadInMB).
+
+It prints records/second, the ratio, the peak resident memory of the server process tree (Java frontend + Python
+worker), and the largest score difference between the two (float32: should be < 1e-5).
+
+    make bench-handler                      # both shapes
+    make bench-handler BENCH_ARGS=--quick   # fewer records, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stacks.serving_env import serving_environment  # noqa: E402
+from zstc.local_serving import LocalServer  # noqa: E402
+from zstc.tiny_model import cached_tiny_model  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "new_years_resolutions_2015.csv"
+INSTANCE_TYPE = "ml.m5.xlarge"  # the stack's default: 4 vCPUs = 2 cores, like this benchmark machine
+
+
+@dataclass
+class Run:
+    shape: str
+    handler: str
+    records: int
+    seconds: float
+    peak_rss_mb: float
+    answers: list[dict]
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+
+def load_records(limit: int) -> tuple[list[str], list[str]]:
+    if not DATA.is_file():
+        sys.exit(f"Data set not found: {DATA} (the shared New Year's resolutions CSV).")
+    with DATA.open(newline="", encoding="utf-8", errors="replace") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = sorted({row["Resolution_Category"] for row in rows})
+    return [row["text"] for row in rows[:limit]], labels
+
+
+class PeakMemory:
+    """Samples the RSS of the server's process tree every 100 ms while running."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self.server, self.peak, self._stop = server, server.rss_bytes(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, self.server.rss_bytes())
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def post(url: str, body: bytes, content_type: str) -> str:
+    request = urllib.request.Request(
+        f"{url}/invocations", data=body, headers={"Content-Type": content_type}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=3600) as response:
+        return response.read().decode("utf-8")
+
+
+def payloads(records: list[dict], max_bytes: int) -> list[bytes]:
+    """Split JSON Lines into payloads of at most max_bytes, as batch transform does with MaxPayloadInMB."""
+    out, current, size = [], [], 0
+    for record in records:
+        line = json.dumps(record, ensure_ascii=False).encode("utf-8")
+        if current and size + len(line) + 1 > max_bytes:
+            out.append(b"\n".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current:
+        out.append(b"\n".join(current))
+    return out
+
+
+def run(shape: str, model_dir: Path, handler: str, records: list[dict], args: argparse.Namespace) -> Run:
+    env = serving_environment(instance_type=INSTANCE_TYPE, batch_size=args.batch_size, timeout_seconds=3600)
+    if args.dtype:
+        env["ZSTC_DTYPE"] = args.dtype
+    ours = handler == "ours"
+    with LocalServer(model_dir, use_our_handler=ours, env=env, startup_timeout=900) as server:
+        warmup = {"inputs": "warm up", "parameters": records[0]["parameters"]}
+        post(server.url, json.dumps(warmup).encode(), "application/json")
+        answers: list[dict] = []
+        with PeakMemory(server) as memory:
+            started = time.perf_counter()
+            if ours:
+                for body in payloads(records, int(args.max_payload_mb * 1024 * 1024)):
+                    text = post(server.url, body, "application/jsonlines")
+                    answers.extend(json.loads(line) for line in text.split("\n"))
+            else:
+                for record in records:
+                    answers.append(json.loads(post(server.url, json.dumps(record).encode(), "application/json")))
+            seconds = time.perf_counter() - started
+    return Run(shape, handler, len(records), seconds, memory.peak / 1e6, answers)
+
+
+def max_score_difference(a: list[dict], b: list[dict]) -> float:
+    worst = 0.0
+    for x, y in zip(a, b, strict=True):
+        scores = dict(zip(y["labels"], y["scores"], strict=True))
+        worst = max(worst, *(abs(s - scores[label]) for label, s in zip(x["labels"], x["scores"], strict=True)))
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="few records per shape (smoke run, noisier figures)")
+    parser.add_argument("--shapes", default="tiny,bart-large", help="comma-separated: tiny, bart-large")
+    parser.add_argument("--tiny-records", type=int, default=None, help="records for the tiny shape (default 1000)")
+    parser.add_argument("--large-records", type=int, default=None, help="records for bart-large (default 40)")
+    parser.add_argument("--batch-size", type=int, default=32, help="ZSTC_BATCH_SIZE of our handler")
+    parser.add_argument("--dtype", default=None, help="ZSTC_DTYPE of our handler (default: float32 on CPU)")
+    parser.add_argument("--max-payload-mb", type=float, default=1.0, help="MultiRecord payload size (MaxPayloadInMB)")
+    args = parser.parse_args()
+    counts = {
+        "tiny": args.tiny_records or (200 if args.quick else 1000),
+        "bart-large": args.large_records or (8 if args.quick else 40),
+    }
+
+    print(f"machine: {os.cpu_count()} CPUs; server env as for {INSTANCE_TYPE}; batch size {args.batch_size}")
+    rows = []
+    for shape in [s.strip() for s in args.shapes.split(",") if s.strip()]:
+        started = time.perf_counter()
+        model_dir = cached_tiny_model(shape)
+        print(f"[{shape}] model ready in {time.perf_counter() - started:.0f} s: {model_dir}", flush=True)
+        texts, labels = load_records(counts[shape])
+        records = [{"inputs": text, "parameters": {"candidate_labels": labels}} for text in texts]
+        stock = run(shape, model_dir, "stock", records, args)
+        print(f"[{shape}] stock: {stock.rate:.2f} rec/s, peak RSS {stock.peak_rss_mb:.0f} MB", flush=True)
+        ours = run(shape, model_dir, "ours", records, args)
+        print(f"[{shape}] ours:  {ours.rate:.2f} rec/s, peak RSS {ours.peak_rss_mb:.0f} MB", flush=True)
+        rows.append((shape, stock, ours, max_score_difference(ours.answers, stock.answers)))
+
+    print()
+    print(f"{len(labels)} labels per record; ours: MultiRecord payloads <= {args.max_payload_mb:g} MB")
+    print("| shape | records | stock rec/s | ours rec/s | ratio | stock peak RSS | ours peak RSS | max score diff |")
+    print("|---|---|---|---|---|---|---|---|")
+    for shape, stock, ours, diff in rows:
+        print(
+            f"| {shape} | {stock.records} | {stock.rate:.2f} | {ours.rate:.2f} | {ours.rate / stock.rate:.1f}x | "
+            f"{stock.peak_rss_mb:.0f} MB | {ours.peak_rss_mb:.0f} MB | {diff:.1e} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
