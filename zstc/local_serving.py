@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import psutil
 
@@ -93,7 +94,7 @@ class LocalServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.base_dir: Path | None = None
         self._lock_fd: int | None = None
-        self._log_file = None
+        self._log_file: IO[bytes] | None = None
 
     # -- public API -------------------------------------------------------------------------------------------
     @property

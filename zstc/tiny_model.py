@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 SHAPES = ("tiny", "bart-large")
 CACHE_VERSION = "v1"
@@ -101,7 +102,7 @@ def _build_tokenizer(target: Path, model_max_length: int) -> None:
     bpe.train_from_iterator(_CORPUS * 4, vocab_size=600, min_frequency=1, special_tokens=SPECIAL_TOKENS)
     with tempfile.TemporaryDirectory() as raw:
         bpe.save_model(raw)
-        tokenizer = BartTokenizerFast(
+        tokenizer: Any = BartTokenizerFast(
             vocab_file=str(Path(raw) / "vocab.json"),
             merges_file=str(Path(raw) / "merges.txt"),
             model_max_length=model_max_length,
@@ -129,7 +130,7 @@ def build_tiny_nli_model(target: Path, *, shape: str = "tiny", seed: int = 0) ->
         config.vocab_size = len(AutoTokenizer.from_pretrained(str(target)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = BartForSequenceClassification(config)
+        model: Any = BartForSequenceClassification(config)
     model.eval()
     model.save_pretrained(str(target), safe_serialization=True)
     return target
