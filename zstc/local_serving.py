@@ -116,14 +116,20 @@ class LocalServer:
             return ""
 
     def process_tree(self) -> list[psutil.Process]:
-        """The server's processes (entry point, Java frontend, Python workers) that are alive now."""
+        """The server's processes (entry point, Java frontend, Python workers) that are alive now.
+
+        The ``multi-model-server`` launcher exits after starting Java, so Java is re-parented to init: the
+        processes are found by process group (the server runs in its own), not by parentage.
+        """
         if self.process is None:
             return []
-        try:
-            root = psutil.Process(self.process.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        group = self.process.pid
+        members = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+                if os.getpgid(proc.pid) == group:
+                    members.append(proc)
+        return members
 
     def rss_bytes(self) -> int:
         """Resident memory of the whole server process tree, in bytes."""
