@@ -26,7 +26,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from stacks.checks import INLINE_POLICY_REASON, acknowledge, checkov_skip, logical_id
+from stacks.checks import INLINE_POLICY_REASON, acknowledge, checkov_skip, logical_id, nag_arn
 from stacks.config import NVME_FAMILIES, Settings
 from stacks.storage import PREFIXES
 
@@ -512,6 +512,7 @@ class BatchPipeline(Construct):
                 "dead-letter queue; Lambda's asynchronous DLQ does not apply to event source mappings.",
             },
         )
+        job_arns = nag_arn(self, "sagemaker", f"transform-job/{self.job_name_prefix}-*")
         acknowledge(
             self.trigger_function.role,
             {
@@ -520,8 +521,7 @@ class BatchPipeline(Construct):
                 "one manifest per job, named after the job: only the manifests/ prefix.",
                 f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*.status.json]": "Status records of "
                 "empty input files, one per input key: only *.status.json under errors/.",
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
-                f"transform-job/{self.job_name_prefix}-*]": "Job names are derived at run time from the files "
+                f"AwsSolutions-IAM5[Resource::{job_arns}]": "Job names are derived at run time from the files "
                 "they process; the wildcard is limited to this stack's job-name prefix.",
                 "AwsSolutions-IAM5[Resource::*]": "sagemaker:ListTransformJobs supports no resource-level "
                 "permissions; it counts this stack's running jobs for the concurrency cap.",
@@ -562,12 +562,14 @@ class BatchPipeline(Construct):
         stack = Stack.of(self)
         handler = stack.node.try_find_child("BucketNotificationsHandler050a0587b7544547bf325f094a3db834")
         if handler is not None:
+            basic_execution = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
             acknowledge(
                 handler,
                 {
-                    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                    "AWSLambdaBasicExecutionRole]": "CDK's bucket-notification handler (a deploy-time custom "
-                    "resource) writes only its own logs with the basic execution role."
+                    f"AwsSolutions-IAM4[Policy::{basic_execution}]": (
+                        "CDK's bucket-notification handler (a deploy-time custom resource) writes only its own "
+                        "logs with the basic execution role."
+                    )
                 },
             )
         notifications = bucket.node.try_find_child("Notifications")

@@ -42,6 +42,18 @@ def logical_id(construct: IConstruct) -> str:
     return str(stack.resolve(stack.get_logical_id(child)))
 
 
+def nag_arn(scope: IConstruct, service: str, rest: str) -> str:
+    """An ARN as cdk-nag prints it in finding ids: unresolved pseudo parameters as ``<AWS::Region>``, bound values
+    (a region-bound stack) as themselves."""
+    stack = cdk.Stack.of(scope)
+
+    def show(value: str, pseudo: str) -> str:
+        return f"<{pseudo}>" if cdk.Token.is_unresolved(value) else value
+
+    region, account = show(stack.region, "AWS::Region"), show(stack.account, "AWS::AccountId")
+    return f"arn:{show(stack.partition, 'AWS::Partition')}:{service}:{region}:{account}:{rest}"
+
+
 def acknowledge(construct: IConstruct, findings: Mapping[str, str]) -> None:
     """Acknowledge cdk-nag findings on one construct (and its children): ``{rule id: reason}``.
 

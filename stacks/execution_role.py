@@ -8,7 +8,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.checks import INLINE_POLICY_REASON, acknowledge, logical_id
+from stacks.checks import INLINE_POLICY_REASON, acknowledge, logical_id, nag_arn
 from stacks.storage import PREFIXES
 
 
@@ -72,17 +72,19 @@ class SageMakerExecutionRole(Construct):
                 conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
             )
         )
+        container_logs = nag_arn(self, "logs", "log-group:/aws/sagemaker/*")
         findings = {
             "AwsSolutions-IAM5[Resource::*]": "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no "
             "resource-level permissions; PutMetricData is limited to the /aws/sagemaker/* namespaces by condition; "
             "with a VPC, network-interface writes are limited to the stack's VPC by condition and ec2:Describe* "
             "supports no resource-level permissions.",
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
-            "/aws/sagemaker/*]": "SageMaker names the container log groups (/aws/sagemaker/Endpoints/…, "
-            "/aws/sagemaker/TransformJobs) at run time; access is limited to that path.",
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
-            "/aws/sagemaker/*:log-stream:*]": "Log streams are created per instance at run time under "
-            "/aws/sagemaker/*.",
+            f"AwsSolutions-IAM5[Resource::{container_logs}]": (
+                "SageMaker names the container log groups (/aws/sagemaker/Endpoints/…, /aws/sagemaker/TransformJobs) "
+                "at run time; access is limited to that path."
+            ),
+            f"AwsSolutions-IAM5[Resource::{container_logs}:log-stream:*]": (
+                "Log streams are created per instance at run time under /aws/sagemaker/*."
+            ),
             "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "grant_encrypt_decrypt on the stack's own key: "
             "SageMaker generates data keys for output and volume encryption.",
             "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "grant_encrypt_decrypt on the stack's own key.",

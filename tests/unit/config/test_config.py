@@ -1,0 +1,152 @@
+"""Configuration parsing and validation: every key, every error message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stacks.config import ConfigError, Settings, has_nvme_storage, is_gpu
+
+ROOT = Path(__file__).resolve().parents[3]
+CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
+
+
+def test_cdk_json_defaults_equal_the_settings_defaults():
+    # Given the context of cdk.json / When parsed / Then it is the documented default configuration
+    assert Settings.from_context(CONTEXT) == Settings()
+
+
+def test_cdk_json_has_every_key_and_the_readme_documents_it():
+    readme = (ROOT / "README.md").read_text()
+    for key in Settings.keys():
+        assert key in CONTEXT, f"{key} missing from cdk.json"
+        assert f"`{key}`" in readme, f"{key} missing from the README's configuration table"
+
+
+def test_defaults_are_secure_and_pinned():
+    s = Settings()
+    assert s.model_id == "facebook/bart-large-mnli"
+    assert s.model_revision == "d7645e127eaf1aefc7862fd59a17a5aa8558b8ce"
+    assert s.endpoint_mode == "serverless" and s.vpc is False and s.retain_data is True and s.alarm_email is None
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "expected"),
+    [
+        ("batch_instance_count", "3", 3),
+        ("batch_instance_count", 3, 3),
+        ("retain_data", "true", True),
+        ("vpc", "False", False),
+        ("retain_data", False, False),
+        ("alarm_email", "ops@example.com", "ops@example.com"),
+        ("alarm_email", "", None),
+        ("endpoint_5xx_alarm_percent", "2.5", 2.5),
+        ("region", "eu-west-1", "eu-west-1"),
+        ("endpoint_mode", "none", "none"),
+    ],
+)
+def test_command_line_strings_and_json_values_are_both_accepted(key, raw, expected):
+    # `cdk deploy -c key=value` passes strings; cdk.json passes JSON types.
+    assert getattr(Settings.from_context({key: raw}), key) == expected
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        (
+            {"endpoint_instance_type": "m5.xlarge"},
+            "'endpoint_instance_type': 'm5.xlarge'. Expected a SageMaker instance type starting with 'ml.', e.g. -c endpoint_instance_type=ml.m5.xlarge",
+        ),
+        ({"batch_instance_type": "ml.m5"}, "'batch_instance_type': 'ml.m5'"),
+        (
+            {"batch_instance_count": 0},
+            "'batch_instance_count': 0. Expected an integer from 1 to 100, e.g. -c batch_instance_count=2",
+        ),
+        ({"batch_instance_count": "two"}, "'batch_instance_count': 'two'"),
+        ({"batch_instance_count": True}, "'batch_instance_count': True"),
+        ({"batch_window_seconds": 301}, "'batch_window_seconds': 301. Expected an integer from 0 to 300"),
+        ({"model_revision": "main"}, "'model_revision': 'main'. Expected a 40-hex-digit commit"),
+        ({"model_revision": "D7645E127EAF1AEFC7862FD59A17A5AA8558B8CE"}, "'model_revision'"),
+        ({"model_id": "not a model"}, "'model_id': 'not a model'. Expected a Hugging Face model id"),
+        (
+            {"endpoint_mode": "realtime"},
+            "'endpoint_mode': 'realtime'. Expected one of serverless | provisioned | none, e.g. -c endpoint_mode=serverless",
+        ),
+        ({"model_source": "git"}, "'model_source': 'git'. Expected one of staged | hub | s3"),
+        ({"vpc": "yes"}, "'vpc': 'yes'. Expected true or false, e.g. -c vpc=true"),
+        ({"retain_data": 1}, "'retain_data': 1. Expected true or false"),
+        ({"alarm_email": "ops"}, "'alarm_email': 'ops'. Expected an e-mail address"),
+        ({"serverless_memory_mb": 512}, "'serverless_memory_mb': 512"),
+        ({"serverless_memory_mb": 3000}, "'serverless_memory_mb': 3000. Expected 1024, 2048, 3072, 4096, 5120 or 6144"),
+        ({"serverless_max_concurrency": 0}, "'serverless_max_concurrency': 0"),
+        ({"log_retention_days": 100}, "'log_retention_days': 100. Expected a CloudWatch Logs retention period"),
+        ({"batch_model_timeout_seconds": 3601}, "'batch_model_timeout_seconds': 3601"),
+        ({"batch_model_retries": 4}, "'batch_model_retries': 4"),
+        ({"batch_max_payload_mb": 101}, "'batch_max_payload_mb': 101"),
+        ({"region": "Europe"}, "'region': 'Europe'"),
+        ({"stack_name": "my stack"}, "'stack_name': 'my stack'"),
+        ({"model_data_url": "https://example.com/model.tar.gz", "model_source": "s3"}, "'model_data_url'"),
+        ({"endpoint_5xx_alarm_percent": "lots"}, "'endpoint_5xx_alarm_percent': 'lots'"),
+    ],
+)
+def test_invalid_values_fail_with_key_value_and_example(context, message):
+    with pytest.raises(ConfigError) as error:
+        Settings.from_context(context)
+    assert message in str(error.value)
+    assert "e.g. -c " in str(error.value)
+
+
+def test_vpc_with_serverless_endpoint_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"serverless endpoints cannot run in a VPC.*-c endpoint_mode=provisioned"):
+        Settings.from_context({"vpc": "true"})
+
+
+def test_vpc_with_provisioned_or_no_endpoint_is_accepted():
+    assert Settings.from_context({"vpc": True, "endpoint_mode": "provisioned"}).vpc
+    assert Settings.from_context({"vpc": True, "endpoint_mode": "none"}).vpc
+
+
+def test_hub_model_in_a_vpc_is_refused_because_there_is_no_egress():
+    with pytest.raises(ConfigError, match=r"'model_source': 'hub' with vpc=true.*-c model_source=staged"):
+        Settings.from_context({"vpc": True, "endpoint_mode": "provisioned", "model_source": "hub"})
+
+
+def test_s3_model_source_needs_a_model_data_url():
+    with pytest.raises(ConfigError, match=r"Missing value for 'model_data_url'.*e.g. -c model_data_url=s3://"):
+        Settings.from_context({"model_source": "s3"})
+    url = "s3://my-bucket/models/model.tar.gz"
+    assert Settings.from_context({"model_source": "s3", "model_data_url": url}).model_data_url == url
+
+
+def test_model_data_url_without_s3_source_is_refused():
+    with pytest.raises(ConfigError, match="only used with model_source='s3'"):
+        Settings.from_context({"model_data_url": "s3://my-bucket/models/model.tar.gz"})
+
+
+def test_min_instances_above_max_is_refused():
+    with pytest.raises(ConfigError, match="'endpoint_min_instances': 3 is greater than endpoint_max_instances=2"):
+        Settings.from_context({"endpoint_min_instances": 3, "endpoint_max_instances": 2})
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "nvme", "gpu"),
+    [
+        ("ml.m5.xlarge", False, False),
+        ("ml.c5.2xlarge", False, False),
+        ("ml.g4dn.xlarge", True, True),
+        ("ml.g5.2xlarge", True, True),
+        ("ml.p3dn.24xlarge", True, True),
+        ("ml.p3.2xlarge", False, True),
+        ("ml.m5d.large", True, False),
+    ],
+)
+def test_instance_families(instance_type, nvme, gpu):
+    assert has_nvme_storage(instance_type) is nvme
+    assert is_gpu(instance_type) is gpu
+
+
+def test_volume_encryption_follows_nvme_storage():
+    assert Settings().batch_volume_encryptable
+    assert not Settings(batch_instance_type="ml.g4dn.xlarge").batch_volume_encryptable
