@@ -17,15 +17,19 @@ worker), and the largest score difference between the two (float32: should be < 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
+import signal
 import sys
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,11 +49,26 @@ class Run:
     records: int
     seconds: float
     peak_rss_mb: float
+    cpu_seconds: float
     answers: list[dict]
 
     @property
     def rate(self) -> float:
         return self.records / self.seconds
+
+    @property
+    def cpu_rate(self) -> float:
+        """Records per CPU-second of the server: less sensitive than wall time to other load on the machine."""
+        return self.records / self.cpu_seconds
+
+
+def cpu_seconds(server: LocalServer) -> float:
+    total = 0.0
+    for proc in server.process_tree():
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def load_records(limit: int) -> tuple[list[str], list[str]]:
@@ -114,7 +133,7 @@ def run(shape: str, model_dir: Path, handler: str, records: list[dict], args: ar
         post(server.url, json.dumps(warmup).encode(), "application/json")
         answers: list[dict] = []
         with PeakMemory(server) as memory:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), cpu_seconds(server)
             if ours:
                 for body in payloads(records, int(args.max_payload_mb * 1024 * 1024)):
                     text = post(server.url, body, "application/jsonlines")
@@ -122,8 +141,15 @@ def run(shape: str, model_dir: Path, handler: str, records: list[dict], args: ar
             else:
                 for record in records:
                     answers.append(json.loads(post(server.url, json.dumps(record).encode(), "application/json")))
-            seconds = time.perf_counter() - started
-    return Run(shape, handler, len(records), seconds, memory.peak / 1e6, answers)
+            seconds, cpu = time.perf_counter() - started, cpu_seconds(server) - cpu_started
+    return Run(shape, handler, len(records), seconds, memory.peak / 1e6, cpu, answers)
+
+
+def describe(run: Run) -> str:
+    return (
+        f"[{run.shape}] {run.handler}: {run.rate:.2f} rec/s ({run.cpu_rate:.2f} per server CPU-second), "
+        f"peak RSS {run.peak_rss_mb:.0f} MB, load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 def max_score_difference(a: list[dict], b: list[dict]) -> float:
@@ -142,14 +168,20 @@ def main() -> None:
     parser.add_argument("--large-records", type=int, default=None, help="records for bart-large (default 40)")
     parser.add_argument("--batch-size", type=int, default=32, help="ZSTC_BATCH_SIZE of our handler")
     parser.add_argument("--dtype", default=None, help="ZSTC_DTYPE of our handler (default: float32 on CPU)")
+    parser.add_argument("--ours-only", action="store_true", help="skip the stock handler (e.g. to compare dtypes)")
     parser.add_argument("--max-payload-mb", type=float, default=1.0, help="MultiRecord payload size (MaxPayloadInMB)")
     args = parser.parse_args()
+    # Stop the servers cleanly (context managers) when the benchmark itself is terminated.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     counts = {
         "tiny": args.tiny_records or (200 if args.quick else 1000),
         "bart-large": args.large_records or (8 if args.quick else 40),
     }
 
-    print(f"machine: {os.cpu_count()} CPUs; server env as for {INSTANCE_TYPE}; batch size {args.batch_size}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+        f"server env as for {INSTANCE_TYPE}; batch size {args.batch_size}; dtype {args.dtype or 'auto'}"
+    )
     rows = []
     for shape in [s.strip() for s in args.shapes.split(",") if s.strip()]:
         started = time.perf_counter()
@@ -157,12 +189,16 @@ def main() -> None:
         print(f"[{shape}] model ready in {time.perf_counter() - started:.0f} s: {model_dir}", flush=True)
         texts, labels = load_records(counts[shape])
         records = [{"inputs": text, "parameters": {"candidate_labels": labels}} for text in texts]
-        stock = run(shape, model_dir, "stock", records, args)
-        print(f"[{shape}] stock: {stock.rate:.2f} rec/s, peak RSS {stock.peak_rss_mb:.0f} MB", flush=True)
         ours = run(shape, model_dir, "ours", records, args)
-        print(f"[{shape}] ours:  {ours.rate:.2f} rec/s, peak RSS {ours.peak_rss_mb:.0f} MB", flush=True)
+        print(describe(ours), flush=True)
+        if args.ours_only:
+            continue
+        stock = run(shape, model_dir, "stock", records, args)
+        print(describe(stock), flush=True)
         rows.append((shape, stock, ours, max_score_difference(ours.answers, stock.answers)))
 
+    if not rows:
+        return
     print()
     print(f"{len(labels)} labels per record; ours: MultiRecord payloads <= {args.max_payload_mb:g} MB")
     print("| shape | records | stock rec/s | ours rec/s | ratio | stock peak RSS | ours peak RSS | max score diff |")
@@ -170,6 +206,7 @@ def main() -> None:
     for shape, stock, ours, diff in rows:
         print(
             f"| {shape} | {stock.records} | {stock.rate:.2f} | {ours.rate:.2f} | {ours.rate / stock.rate:.1f}x | "
+            f"{ours.cpu_rate / stock.cpu_rate:.1f}x | "
             f"{stock.peak_rss_mb:.0f} MB | {ours.peak_rss_mb:.0f} MB | {diff:.1e} |"
         )
 
