@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Final
 
-from aws_cdk import Aws, CfnMapping, Fn, Stack
+from aws_cdk import Aws, CfnMapping, Fn, Stack, Token
 from constructs import Construct
 
 from stacks.config import ConfigError, is_gpu
@@ -79,13 +79,26 @@ class InferenceImages(Construct):
         self._mapping = CfnMapping(self, "HuggingFaceInferenceImage", mapping=mapping, lazy=True)
         self.repository_name = image_uri("us-east-1", "cpu").split("/", 1)[1].split(":", 1)[0]
 
+    def _bound_region(self) -> str | None:
+        region = Stack.of(self).region
+        return None if Token.is_unresolved(region) else region
+
     def uri(self, instance_type: str) -> str:
+        """The image for ``instance_type``'s processor family in the deployment region."""
+        region = self._bound_region()
+        if region is not None:  # a region-bound stack: the literal URI (validated against the SDK's regions)
+            return image_uri(region, processor(instance_type))
         return self._mapping.find_in_map(Aws.REGION, processor(instance_type))
 
     @property
     def repository_arn(self) -> str:
         stack = Stack.of(self)
-        account = self._mapping.find_in_map(Aws.REGION, "account")
+        region = self._bound_region()
+        account = (
+            image_uri(region, "cpu").split(".", 1)[0]
+            if region is not None
+            else self._mapping.find_in_map(Aws.REGION, "account")
+        )
         return Fn.join(
             "", [f"arn:{stack.partition}:ecr:{stack.region}:", account, f":repository/{self.repository_name}"]
         )

@@ -150,3 +150,10 @@ def test_instance_families(instance_type, nvme, gpu):
 def test_volume_encryption_follows_nvme_storage():
     assert Settings().batch_volume_encryptable
     assert not Settings(batch_instance_type="ml.g4dn.xlarge").batch_volume_encryptable
+
+
+def test_a_region_without_the_hugging_face_image_is_refused_with_the_supported_regions():
+    from stacks.images import image_uri
+
+    with pytest.raises(ConfigError, match=r"'region': 'xx-fake-1'.*Use one of .*eu-west-1.*e.g. -c region=eu-west-1"):
+        image_uri("xx-fake-1", "cpu")
