@@ -120,6 +120,17 @@ class ZeroShotStack(cdk.Stack):
         # --- end batch path ---
 
         # --- monitoring ---
+        from stacks.monitoring import Monitoring  # imported here: the monitoring block is the monitoring owner's
+
+        self.monitoring = Monitoring(
+            self, "Monitoring", settings=settings, encryption=encryption, batch=self.batch, endpoint=self.endpoint
+        )
+        cdk.CfnOutput(
+            self, "DashboardUrl", value=self.monitoring.dashboard_url, description="CloudWatch dashboard of the stack"
+        )
+        cdk.CfnOutput(
+            self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn, description="SNS topic of the stack's alarms"
+        )
         # --- end monitoring ---
 
         self._outputs()

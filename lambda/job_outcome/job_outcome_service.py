@@ -78,7 +78,14 @@ class JobOutcome:
             )
         self.logger.info(
             "Job outcome recorded",
-            extra={"job_name": job.name, "job_status": job.status, "files": len(outcomes), "files_failed": len(failed)},
+            extra={
+                "job_name": job.name,
+                "job_status": job.status,
+                "files": len(outcomes),
+                "files_failed": len(failed),
+                "records": records,
+                "record_errors": record_errors,
+            },
         )
         return {"job_name": job.name, "files": len(outcomes), "files_failed": len(failed), "records": records}
 
