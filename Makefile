@@ -9,7 +9,7 @@ CDK := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 PATH="$(CURDIR)/$(VENV)/
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format synth deploy diff destroy demo bench bench-handler bench-batch clean
+.PHONY: install test lint format synth deploy diff destroy demo bench bench-handler bench-batch bench-importer clean
 
 install: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed
 
@@ -57,13 +57,16 @@ destroy: install
 demo: install
 	$(VENV)/bin/zstc demo $(DEMO_ARGS)
 
-bench: bench-handler bench-batch
+bench: bench-handler bench-batch bench-importer
 
 bench-handler: install
 	$(PY) benchmarks/bench_handler.py $(BENCH_ARGS)
 
 bench-batch: install
 	$(PY) benchmarks/bench_batch.py $(BENCH_ARGS)
+
+bench-importer: install
+	$(PY) benchmarks/bench_importer.py $(BENCH_ARGS)
 
 clean:
 	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -15,7 +15,8 @@ from stacks.storage import PREFIXES
 class SageMakerExecutionRole(Construct):
     """Role assumed by SageMaker (only for this account) for the model, the endpoint and the transform jobs.
 
-    Grants: read model artifacts, inputs and manifests; write outputs, errors and data capture; use the stack key;
+    Grants: read model artifacts (the ``models/`` prefix, or the one ``model_data_url`` object of
+    ``model_source=s3``), inputs and manifests; write outputs, errors and data capture; use the stack key;
     pull the Hugging Face inference image from its ECR repository; write the containers' logs and metrics; and,
     with a VPC, manage the network interfaces SageMaker attaches to it.
     """
@@ -29,6 +30,7 @@ class SageMakerExecutionRole(Construct):
         key: kms.IKey,
         image_repository_arn: str,
         vpc_arn: str | None,
+        external_model_url: str | None = None,
     ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
@@ -45,6 +47,17 @@ class SageMakerExecutionRole(Construct):
         for prefix in (PREFIXES.output, PREFIXES.errors, PREFIXES.capture):
             bucket.grant_put(self.role, f"{prefix}*")
         key.grant_encrypt_decrypt(self.role)
+        if external_model_url is not None:
+            # model_source=s3: read exactly the user's model.tar.gz (its bucket's KMS key, if any, is the user's to
+            # grant, see docs/model-sources.md).
+            bucket_and_key = external_model_url.removeprefix("s3://")
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ReadExternalModel",
+                    actions=["s3:GetObject"],
+                    resources=[f"arn:{stack.partition}:s3:::{bucket_and_key}"],
+                )
+            )
 
         self.role.add_to_policy(
             iam.PolicyStatement(

@@ -58,6 +58,7 @@ class ZeroShotStack(cdk.Stack):
             key=self.key,
             image_repository_arn=self.images.repository_arn,
             vpc_arn=self.network.vpc.vpc_arn if self.network else None,
+            external_model_url=settings.model_data_url if settings.model_source == "s3" else None,
         ).role
 
         # --- model import ---

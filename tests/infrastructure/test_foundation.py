@@ -330,3 +330,13 @@ def test_outputs_tell_users_and_the_cli_where_things_are(synth):
     for name in ("BucketName", "InputPrefix", "OutputPrefix", "ErrorsPrefix", "ModelName", "EndpointName"):
         assert name in outputs
     assert outputs["InputPrefix"]["Value"] == "input/"
+
+
+def test_own_model_artifact_is_readable_by_the_execution_role_and_nothing_else_of_its_bucket(synth):
+    s = synth(model_source="s3", model_data_url="s3://my-models/nli/v3/model.tar.gz")
+    external = [st for st in execution_role_statements(s) if st.get("Sid") == "ReadExternalModel"]
+    assert len(external) == 1
+    assert external[0]["Action"] == "s3:GetObject"
+    assert external[0]["Resource"] == {
+        "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::my-models/nli/v3/model.tar.gz"]]
+    }
