@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import jsii
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -28,6 +27,7 @@ from constructs import Construct
 
 from stacks.checks import INLINE_POLICY_REASON, acknowledge, checkov_skip, logical_id, nag_arn
 from stacks.config import NVME_FAMILIES, Settings
+from stacks.network import Network
 from stacks.storage import PREFIXES
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -45,8 +45,12 @@ BATCH_SIZE_WITHOUT_WINDOW: Final = 10
 TRIGGER_MAX_CONCURRENCY: Final = 2  # the job cap is counted per invocation: few concurrent invocations keep it tight
 
 _OUTSIDE_VPC: Final = (
-    "The function only calls AWS APIs (S3, DynamoDB, SageMaker, SQS, SNS) over TLS with IAM; placing it in the "
-    "VPC would need interface endpoints for each and adds nothing to the data path (jobs run in the VPC)."
+    "vpc=false (the default): the function only calls AWS APIs (S3, DynamoDB, SageMaker, SQS, SNS) over TLS with "
+    "IAM. With vpc=true it runs in the stack's isolated subnets and reaches those APIs through VPC endpoints."
+)
+_VPC_ENI: Final = (
+    " With vpc=true: the EC2 network-interface actions Lambda needs to attach the function to the VPC support no "
+    "resource-level permissions."
 )
 _NO_RESERVED_CONCURRENCY: Final = (
     "Concurrency is bounded by the SQS event source's maximum concurrency (trigger) or by EventBridge's event rate "
@@ -141,15 +145,25 @@ class BatchPipeline(Construct):
         bucket: s3.IBucket,
         execution_role: iam.IRole,
         model_name: str,
-        vpc: ec2.IVpc | None,
+        network: Network | None,
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
         removal = RemovalPolicy.RETAIN if settings.retain_data else RemovalPolicy.DESTROY
         self.job_name_prefix = job_name_prefix(settings.stack_name)
-        # The jobs' VPC placement comes from the model (CreateTransformJob has no VPC parameter).
-        self.in_vpc = vpc is not None
+        # The jobs' VPC placement comes from the model (CreateTransformJob has no VPC parameter); the functions run
+        # in the stack's isolated subnets when there is a VPC.
+        self._in_vpc = network is not None
+        placement: dict[str, Any] = (
+            {
+                "vpc": network.vpc,
+                "vpc_subnets": network.subnets,
+                "security_groups": [network.security_group],
+            }
+            if network is not None
+            else {}
+        )
 
         patience = settings.batch_patience_hours * 3600
         self.backoff_max_seconds = backoff_max_seconds(patience)
@@ -272,6 +286,7 @@ class BatchPipeline(Construct):
             layers=[layer],
             memory_size=512,
             timeout=TRIGGER_TIMEOUT,
+            **placement,
             environment={
                 **common_env,
                 "POWERTOOLS_SERVICE_NAME": "batch-trigger",
@@ -338,6 +353,7 @@ class BatchPipeline(Construct):
             layers=[layer],
             memory_size=512,
             timeout=OUTCOME_TIMEOUT,
+            **placement,
             environment={**common_env, "POWERTOOLS_SERVICE_NAME": "job-outcome", "TOPIC_ARN": self.topic.topic_arn},
             environment_encryption=key,
             log_group=self.outcome_log_group,
@@ -366,7 +382,7 @@ class BatchPipeline(Construct):
             )
         )
         self._grant_outcome(bucket, key)
-        self._acknowledge(bucket)
+        self._acknowledge(bucket, in_vpc=network is not None)
 
     # --- permissions ----------------------------------------------------------------------------------------------
 
@@ -379,6 +395,19 @@ class BatchPipeline(Construct):
                 resources=[log_group.log_group_arn],
             )
         )
+        if self._in_vpc:
+            # Lambda attaches the function to the VPC through network interfaces it manages; these EC2 actions
+            # support no resource-level permissions for this use (AWSLambdaVPCAccessExecutionRole uses "*" too).
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="VpcNetworkInterfaces",
+                    actions=[
+                        "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
+                        "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses",
+                    ],
+                    resources=["*"],
+                )
+            )  # fmt: skip
         return role
 
     def _transform_job_arn(self) -> str:
@@ -493,12 +522,15 @@ class BatchPipeline(Construct):
 
     # --- checks ---------------------------------------------------------------------------------------------------
 
-    def _acknowledge(self, bucket: s3.IBucket) -> None:
+    def _acknowledge(self, bucket: s3.IBucket, *, in_vpc: bool) -> None:
         bucket_arn = f"<{logical_id(bucket)}.Arn>"
         function_findings = {
             "AwsSolutions-L1": _PYTHON_313,
-            "HIPAA.Security-LambdaInsideVPC": _OUTSIDE_VPC,
-            "NIST.800.53.R5-LambdaInsideVPC": _OUTSIDE_VPC,
+            **(
+                {}
+                if in_vpc
+                else {"HIPAA.Security-LambdaInsideVPC": _OUTSIDE_VPC, "NIST.800.53.R5-LambdaInsideVPC": _OUTSIDE_VPC}
+            ),
             "HIPAA.Security-LambdaConcurrency": _NO_RESERVED_CONCURRENCY,
             "NIST.800.53.R5-LambdaConcurrency": _NO_RESERVED_CONCURRENCY,
         }
@@ -524,7 +556,8 @@ class BatchPipeline(Construct):
                 f"AwsSolutions-IAM5[Resource::{job_arns}]": "Job names are derived at run time from the files "
                 "they process; the wildcard is limited to this stack's job-name prefix.",
                 "AwsSolutions-IAM5[Resource::*]": "sagemaker:ListTransformJobs supports no resource-level "
-                "permissions; it counts this stack's running jobs for the concurrency cap.",
+                "permissions; it counts this stack's running jobs for the concurrency cap."
+                + (_VPC_ENI if in_vpc else ""),
                 "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "GenerateDataKey and "
                 "GenerateDataKeyWithoutPlaintext on the stack key only, for SSE-KMS objects, queue and table.",
             },
@@ -534,6 +567,7 @@ class BatchPipeline(Construct):
             self.outcome_function.role,
             {
                 **INLINE_POLICY_REASON,
+                **({"AwsSolutions-IAM5[Resource::*]": _VPC_ENI.strip()} if in_vpc else {}),
                 f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.manifests}*]": "Reads the manifest of the "
                 "finished job (named after the job) to find its input files.",
                 f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*]": "Reads each input file's .out "

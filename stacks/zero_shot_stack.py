@@ -108,7 +108,7 @@ class ZeroShotStack(cdk.Stack):
             bucket=self.bucket,
             execution_role=self.execution_role,
             model_name=self.model.model_name,
-            vpc=self.network.vpc if self.network else None,
+            network=self.network,
             log_retention=log_retention,
         )
         cdk.CfnOutput(self, "QueueUrl", value=self.batch.queue.queue_url, description="Batch path queue")

@@ -340,3 +340,16 @@ def test_own_model_artifact_is_readable_by_the_execution_role_and_nothing_else_o
     assert external[0]["Resource"] == {
         "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::my-models/nli/v3/model.tar.gz"]]
     }
+
+
+def test_batch_functions_run_in_the_vpc_when_enabled_and_can_attach_to_it(synth):
+    s = synth(**VPC)
+    functions = {k: v for k, v in s.resources("AWS::Lambda::Function").items() if k.startswith("Batch")}
+    assert len(functions) == 2
+    for function in functions.values():
+        config = function["Properties"]["VpcConfig"]
+        assert len(config["SubnetIds"]) == 2 and len(config["SecurityGroupIds"]) == 1
+    eni = [st for st in statements(s) if st.get("Sid") == "VpcNetworkInterfaces"]
+    assert len(eni) == 3  # the execution role and the two batch functions' roles
+    # Without a VPC, no function is placed in one.
+    assert all("VpcConfig" not in f["Properties"] for f in synth().resources("AWS::Lambda::Function").values())
