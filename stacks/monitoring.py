@@ -6,7 +6,6 @@ Runbook and dashboard picture: ``docs/operations.md``. Metric names of the batch
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Final
 
 from aws_cdk import Duration, Stack
@@ -165,12 +164,11 @@ class Monitoring(Construct):
         notify_ok: bool = True,
     ) -> cloudwatch.Alarm:
         stack = Stack.of(self)
-        anchor = re.sub(r"(?<!^)(?=[A-Z])", "-", id_).lower()
         alarm = cloudwatch.Alarm(
             self,
             id_,
             alarm_name=f"{stack.stack_name}-{id_}",
-            alarm_description=f"{description} Runbook: {RUNBOOK}#{anchor}",
+            alarm_description=f"{description} Runbook: {RUNBOOK}#{id_.lower()}",
             metric=metric,
             threshold=threshold,
             comparison_operator=comparison,
@@ -341,7 +339,7 @@ class Monitoring(Construct):
             ],
             [
                 cloudwatch.GraphWidget(
-                    title="Queue: files waiting and age of the oldest",
+                    title="Queue: depth and oldest file age",
                     left=[
                         b.queue.metric_approximate_number_of_messages_visible(
                             period=PERIOD, statistic="Maximum", label="Waiting"
@@ -381,7 +379,7 @@ class Monitoring(Construct):
                     height=6,
                 ),
                 cloudwatch.GraphWidget(
-                    title="Trigger function: invocations, errors, throttles",
+                    title="Trigger: errors and throttles",
                     left=[
                         b.trigger_function.metric_invocations(period=PERIOD, statistic="Sum", label="Invocations"),
                         b.trigger_function.metric_errors(period=PERIOD, statistic="Sum", label="Errors"),
@@ -393,7 +391,7 @@ class Monitoring(Construct):
                     height=6,
                 ),
                 cloudwatch.GraphWidget(
-                    title="Trigger function: duration",
+                    title="Trigger: duration",
                     left=[
                         b.trigger_function.metric_duration(period=PERIOD, statistic="p50", label="p50"),
                         b.trigger_function.metric_duration(period=PERIOD, statistic="p99", label="p99"),
