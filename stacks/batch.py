@@ -408,6 +408,7 @@ class BatchPipeline(Construct):
                     resources=["*"],
                 )
             )  # fmt: skip
+            checkov_skip(role.node.find_child("DefaultPolicy"), "CKV_AWS_111", _VPC_ENI.strip())
         return role
 
     def _transform_job_arn(self) -> str:
