@@ -6,6 +6,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from stacks.batch import BatchPipeline
 from stacks.checks import skip_checkov_for_cdk_handlers
 from stacks.config import Settings, is_gpu
 from stacks.encryption import EncryptionKey
@@ -14,6 +15,7 @@ from stacks.execution_role import SageMakerExecutionRole
 from stacks.images import InferenceImages
 from stacks.model import ZeroShotModel
 from stacks.model_import import ModelImport
+from stacks.monitoring import Monitoring
 from stacks.network import Network
 from stacks.serving_env import serving_environment
 from stacks.storage import PREFIXES, DataStorage
@@ -61,7 +63,7 @@ class ZeroShotStack(cdk.Stack):
             external_model_url=settings.model_data_url if settings.model_source == "s3" else None,
         ).role
 
-        # --- model import ---
+        # Model import
         model_data_url: str | None = settings.model_data_url if settings.model_source == "s3" else None
         self.model_import: ModelImport | None = None
         if settings.model_source == "staged":
@@ -70,11 +72,10 @@ class ZeroShotStack(cdk.Stack):
                 self, "ModelImport", settings=settings, bucket=self.bucket, key=self.key, log_retention=log_retention
             )
             model_data_url = self.model_import.model_data_url
-        # --- end model import ---
 
         self.model = self._model("Model", settings.batch_instance_type, model_data_url, isolated=True)
 
-        # --- endpoint ---
+        # Endpoint
         self.endpoint: InferenceEndpoint | None = None
         if settings.has_endpoint:
             shares_model = settings.endpoint_mode == "provisioned" and is_gpu(
@@ -95,11 +96,8 @@ class ZeroShotStack(cdk.Stack):
             self.endpoint = InferenceEndpoint(
                 self, "Endpoint", settings=settings, model=endpoint_model.resource, key=self.key, bucket=self.bucket
             )
-        # --- end endpoint ---
 
-        # --- batch path ---
-        from stacks.batch import BatchPipeline  # imported here: the batch block is the batch owner's
-
+        # Batch path
         self.batch = BatchPipeline(
             self,
             "Batch",
@@ -118,11 +116,8 @@ class ZeroShotStack(cdk.Stack):
         cdk.CfnOutput(
             self, "TransformJobPrefix", value=self.batch.job_name_prefix, description="Names of this stack's jobs"
         )
-        # --- end batch path ---
 
-        # --- monitoring ---
-        from stacks.monitoring import Monitoring  # imported here: the monitoring block is the monitoring owner's
-
+        # Monitoring
         self.monitoring = Monitoring(
             self, "Monitoring", settings=settings, encryption=encryption, batch=self.batch, endpoint=self.endpoint
         )
@@ -132,7 +127,6 @@ class ZeroShotStack(cdk.Stack):
         cdk.CfnOutput(
             self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn, description="SNS topic of the stack's alarms"
         )
-        # --- end monitoring ---
 
         self._outputs()
         skip_checkov_for_cdk_handlers(self)
