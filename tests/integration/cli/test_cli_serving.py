@@ -69,9 +69,7 @@ def test_demo_runs_the_whole_path_and_shows_joined_results(zstc, tmp_path, tiny_
     shutil.copy(REPO / "samples" / "resolutions.jsonl", sample)
     lines = sample.read_text(encoding="utf-8").splitlines()
     # When the demo runs
-    started = time.monotonic()
     result = zstc("demo", "--input", sample)
-    elapsed = time.monotonic() - started
     # Then every line comes back (the deliberately bad ones as error rows), through trigger, job and outcome function
     assert result.code == 0, result.text
     back = [json.loads(line) for line in (tmp_path / "resolutions.results.jsonl").read_text().splitlines()]
@@ -81,4 +79,3 @@ def test_demo_runs_the_whole_path_and_shows_joined_results(zstc, tmp_path, tiny_
     assert "SCORES ARE MEANINGLESS" in result.text
     assert "trigger function" in result.text and "job-outcome function" in result.text
     assert '"state": "Succeeded"' in result.text and '"record_errors": 3' in result.text
-    assert elapsed < 120
