@@ -209,7 +209,7 @@ class BatchPipeline(Construct):
         )
         bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
-            _QueueDestination(self.queue),
+            _QueueDestination(self.queue),  # type: ignore[arg-type]
             s3.NotificationKeyFilter(prefix=PREFIXES.input, suffix=".jsonl"),
         )
 
@@ -271,7 +271,7 @@ class BatchPipeline(Construct):
         self.trigger_log_group = logs.LogGroup(
             self, "TriggerLogs", encryption_key=key, retention=log_retention, removal_policy=removal
         )
-        trigger_role = self._function_role(
+        self.trigger_role = trigger_role = self._function_role(
             "TriggerRole", "Batch trigger: claims files, starts transform jobs", self.trigger_log_group
         )
         self.trigger_function = lambda_.Function(
@@ -338,7 +338,7 @@ class BatchPipeline(Construct):
         self.outcome_log_group = logs.LogGroup(
             self, "OutcomeLogs", encryption_key=key, retention=log_retention, removal_policy=removal
         )
-        outcome_role = self._function_role(
+        self.outcome_role = outcome_role = self._function_role(
             "OutcomeRole", "Batch job outcomes: status records, failure notices", self.outcome_log_group
         )
         self.outcome_function = lambda_.Function(
@@ -547,7 +547,7 @@ class BatchPipeline(Construct):
         )
         job_arns = nag_arn(self, "sagemaker", f"transform-job/{self.job_name_prefix}-*")
         acknowledge(
-            self.trigger_function.role,
+            self.trigger_role,
             {
                 **INLINE_POLICY_REASON,
                 f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.manifests}*]": "The trigger writes and reads "
@@ -565,7 +565,7 @@ class BatchPipeline(Construct):
         )
         acknowledge(self.outcome_function, function_findings)
         acknowledge(
-            self.outcome_function.role,
+            self.outcome_role,
             {
                 **INLINE_POLICY_REASON,
                 **({"AwsSolutions-IAM5[Resource::*]": _VPC_ENI.strip()} if in_vpc else {}),

@@ -114,7 +114,7 @@ class Settings:
         return self.endpoint_mode == "provisioned" and not has_nvme_storage(self.endpoint_instance_type)
 
     @classmethod
-    def keys(cls) -> list[str]:
+    def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
     @classmethod

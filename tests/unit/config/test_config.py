@@ -20,7 +20,7 @@ def test_cdk_json_defaults_equal_the_settings_defaults():
 
 def test_cdk_json_has_every_key_and_the_readme_documents_it():
     readme = (ROOT / "README.md").read_text()
-    for key in Settings.keys():
+    for key in Settings.field_names():
         assert key in CONTEXT, f"{key} missing from cdk.json"
         assert f"`{key}`" in readme, f"{key} missing from the README's configuration table"
 
@@ -57,7 +57,7 @@ def test_command_line_strings_and_json_values_are_both_accepted(key, raw, expect
     [
         (
             {"endpoint_instance_type": "m5.xlarge"},
-            "'endpoint_instance_type': 'm5.xlarge'. Expected a SageMaker instance type starting with 'ml.', e.g. -c endpoint_instance_type=ml.m5.xlarge",
+            "'endpoint_instance_type': 'm5.xlarge'. Expected a SageMaker instance type starting with 'ml.', e.g. -c endpoint_instance_type=ml.m5.xlarge",  # noqa: E501
         ),
         ({"batch_instance_type": "ml.m5"}, "'batch_instance_type': 'ml.m5'"),
         (
@@ -72,7 +72,7 @@ def test_command_line_strings_and_json_values_are_both_accepted(key, raw, expect
         ({"model_id": "not a model"}, "'model_id': 'not a model'. Expected a Hugging Face model id"),
         (
             {"endpoint_mode": "realtime"},
-            "'endpoint_mode': 'realtime'. Expected one of serverless | provisioned | none, e.g. -c endpoint_mode=serverless",
+            "'endpoint_mode': 'realtime'. Expected one of serverless | provisioned | none, e.g. -c endpoint_mode=serverless",  # noqa: E501
         ),
         ({"model_source": "git"}, "'model_source': 'git'. Expected one of staged | hub | s3"),
         ({"vpc": "yes"}, "'vpc': 'yes'. Expected true or false, e.g. -c vpc=true"),
