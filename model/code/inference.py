@@ -14,7 +14,7 @@ handler this one:
 
 Environment (all optional):
 
-- ``ZSTC_BATCH_SIZE``: (text, label) pairs per forward pass, default 32.
+- ``ZSTC_BATCH_SIZE``: (text, label) pairs per forward pass, default 16.
 - ``ZSTC_DTYPE``: ``auto`` (default: float16 on GPU, float32 on CPU), ``float32``, ``float16`` (GPU only),
   ``bfloat16``, ``int8`` (CPU only: dynamic quantization of the linear layers). Anything but float32 changes scores.
 
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 ENV_BATCH_SIZE = "ZSTC_BATCH_SIZE"
 ENV_DTYPE = "ZSTC_DTYPE"
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 16
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 
 JSON = "application/json"

@@ -13,11 +13,11 @@ def classify(handler, loaded):
     return json.loads(handler.transform_fn(loaded, json.dumps(RECORD), "application/json", "application/json"))
 
 
-def test_defaults_are_float32_on_cpu_and_batch_size_32(handler, tiny_model_dir, monkeypatch):
+def test_defaults_are_float32_on_cpu_and_batch_size_16(handler, tiny_model_dir, monkeypatch):
     monkeypatch.delenv("ZSTC_DTYPE", raising=False)
     monkeypatch.delenv("ZSTC_BATCH_SIZE", raising=False)
     loaded = handler.model_fn(str(tiny_model_dir))
-    assert (loaded.dtype, loaded.batch_size, loaded.device.type) == ("float32", 32, "cpu")
+    assert (loaded.dtype, loaded.batch_size, loaded.device.type) == ("float32", 16, "cpu")
 
 
 def test_batch_size_comes_from_the_environment(handler, tiny_model_dir, monkeypatch):
