@@ -132,16 +132,22 @@ def run(shape: str, model_dir: Path, handler: str, records: list[dict], args: ar
         warmup = {"inputs": "warm up", "parameters": records[0]["parameters"]}
         post(server.url, json.dumps(warmup).encode(), "application/json")
         answers: list[dict] = []
+        seconds = cpu = float("inf")
         with PeakMemory(server) as memory:
-            started, cpu_started = time.perf_counter(), cpu_seconds(server)
-            if ours:
-                for body in payloads(records, int(args.max_payload_mb * 1024 * 1024)):
-                    text = post(server.url, body, "application/jsonlines")
-                    answers.extend(json.loads(line) for line in text.split("\n"))
-            else:
-                for record in records:
-                    answers.append(json.loads(post(server.url, json.dumps(record).encode(), "application/json")))
-            seconds, cpu = time.perf_counter() - started, cpu_seconds(server) - cpu_started
+            # Best of --repeat passes: the machine is shared, other load only ever slows a pass down.
+            for _ in range(args.repeat):
+                answers = []
+                started, cpu_started = time.perf_counter(), cpu_seconds(server)
+                if ours:
+                    for body in payloads(records, int(args.max_payload_mb * 1024 * 1024)):
+                        text = post(server.url, body, "application/jsonlines")
+                        answers.extend(json.loads(line) for line in text.split("\n"))
+                else:
+                    for record in records:
+                        answers.append(json.loads(post(server.url, json.dumps(record).encode(), "application/json")))
+                elapsed, used = time.perf_counter() - started, cpu_seconds(server) - cpu_started
+                if elapsed < seconds:
+                    seconds, cpu = elapsed, used
     return Run(shape, handler, len(records), seconds, memory.peak / 1e6, cpu, answers)
 
 
@@ -164,18 +170,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few records per shape (smoke run, noisier figures)")
     parser.add_argument("--shapes", default="tiny,bart-large", help="comma-separated: tiny, bart-large")
-    parser.add_argument("--tiny-records", type=int, default=None, help="records for the tiny shape (default 1000)")
-    parser.add_argument("--large-records", type=int, default=None, help="records for bart-large (default 40)")
+    parser.add_argument("--tiny-records", type=int, default=None, help="records for the tiny shape (default 500)")
+    parser.add_argument("--large-records", type=int, default=None, help="records for bart-large (default 16)")
     parser.add_argument("--batch-size", type=int, default=16, help="ZSTC_BATCH_SIZE of our handler")
     parser.add_argument("--dtype", default=None, help="ZSTC_DTYPE of our handler (default: float32 on CPU)")
+    parser.add_argument("--repeat", type=int, default=2, help="timed passes per server; the best one counts")
     parser.add_argument("--ours-only", action="store_true", help="skip the stock handler (e.g. to compare dtypes)")
     parser.add_argument("--max-payload-mb", type=float, default=1.0, help="MultiRecord payload size (MaxPayloadInMB)")
     args = parser.parse_args()
     # Stop the servers cleanly (context managers) when the benchmark itself is terminated.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     counts = {
-        "tiny": args.tiny_records or (200 if args.quick else 1000),
-        "bart-large": args.large_records or (8 if args.quick else 40),
+        "tiny": args.tiny_records or (100 if args.quick else 500),
+        "bart-large": args.large_records or (4 if args.quick else 16),
     }
 
     print(
