@@ -68,7 +68,7 @@ class Settings:
     model_source: str = "staged"
     model_data_url: str | None = None
     hf_token_secret: str | None = None
-    inference_batch_size: int = 32
+    inference_batch_size: int = 16
 
     # Real-time endpoint
     endpoint_mode: str = "serverless"
@@ -219,7 +219,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "model_source": _choice(MODEL_SOURCES),
     "model_data_url": _optional(S3_URL, "an s3:// URL of a model.tar.gz", "s3://my-bucket/models/model.tar.gz"),
     "hf_token_secret": _optional(SECRET_NAME, "a Secrets Manager secret name", "hf/token"),
-    "inference_batch_size": _integer(1, 512, 32),
+    "inference_batch_size": _integer(1, 512, 16),
     "endpoint_mode": _choice(ENDPOINT_MODES),
     "endpoint_instance_type": _INSTANCE,
     "endpoint_min_instances": _integer(1, 100, 1),
