@@ -310,6 +310,9 @@ class BatchPipeline(Construct):
                 "CLAIM_GRACE_SECONDS": str(int(TRIGGER_TIMEOUT.to_seconds()) + 60),
                 "BACKOFF_BASE_SECONDS": str(BACKOFF_BASE_SECONDS),
                 "BACKOFF_MAX_SECONDS": str(self.backoff_max_seconds),
+                # model_source=hub serves the toolkit's stock handler, which takes one application/json record per
+                # request (see docs/handler.md).
+                "BATCH_STRATEGY": "SingleRecord" if settings.model_source == "hub" else "MultiRecord",
             },
             environment_encryption=key,
             log_group=self.trigger_log_group,

@@ -94,6 +94,9 @@ class TriggerSettings:
     claim_grace_seconds: int = 300
     backoff_base_seconds: int = 60
     backoff_max_seconds: int = 900
+    # MultiRecord: our handler answers a JSON Lines mini-batch line for line. SingleRecord: one line per request as
+    # application/json, for the toolkit's stock handler (model_source=hub ships no handler).
+    batch_strategy: str = "MultiRecord"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TriggerSettings:
@@ -133,7 +136,10 @@ class TriggerSettings:
             claim_grace_seconds=_int(env, "CLAIM_GRACE_SECONDS", 300, 1, 86_400),
             backoff_base_seconds=_int(env, "BACKOFF_BASE_SECONDS", 60, 1, MAX_VISIBILITY_SECONDS),
             backoff_max_seconds=_int(env, "BACKOFF_MAX_SECONDS", 900, 1, MAX_VISIBILITY_SECONDS),
+            batch_strategy=env.get("BATCH_STRATEGY", "MultiRecord"),
         )
+        if settings.batch_strategy not in ("MultiRecord", "SingleRecord"):
+            raise SettingsError(f"BATCH_STRATEGY={settings.batch_strategy!r}: expected MultiRecord or SingleRecord")
         if settings.max_payload_mb * settings.max_concurrent_transforms > 100:
             raise SettingsError(
                 f"MAX_PAYLOAD_MB={settings.max_payload_mb} × MAX_CONCURRENT_TRANSFORMS="
@@ -324,25 +330,27 @@ def transform_request(settings: TriggerSettings, name: str, manifest_uri: str, f
     resources: dict[str, Any] = {"InstanceType": settings.instance_type, "InstanceCount": settings.instance_count}
     if settings.volume_encryptable:
         resources["VolumeKmsKeyId"] = settings.kms_key_arn
+    # The stock handler accepts exactly application/json, one record per request.
+    content_type = "application/jsonlines" if settings.batch_strategy == "MultiRecord" else "application/json"
     return {
         "TransformJobName": name,
         "ModelName": settings.model_name,
         "MaxConcurrentTransforms": settings.max_concurrent_transforms,
         "MaxPayloadInMB": settings.max_payload_mb,
-        "BatchStrategy": "MultiRecord",
+        "BatchStrategy": settings.batch_strategy,
         "ModelClientConfig": {
             "InvocationsTimeoutInSeconds": settings.model_timeout_seconds,
             "InvocationsMaxRetries": settings.model_retries,
         },
         "TransformInput": {
             "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": manifest_uri}},
-            "ContentType": "application/jsonlines",
+            "ContentType": content_type,
             "CompressionType": "None",
             "SplitType": "Line",
         },
         "TransformOutput": {
             "S3OutputPath": f"s3://{settings.bucket}/{settings.output_prefix}",
-            "Accept": "application/jsonlines",
+            "Accept": content_type,
             "AssembleWith": "Line",
             "KmsKeyId": settings.kms_key_arn,
         },

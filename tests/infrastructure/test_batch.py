@@ -200,3 +200,13 @@ def test_stack_outputs_name_the_queue_dlq_and_job_prefix(synth):
 def test_job_name_prefixes_are_valid_for_the_function(stack_name, prefix):
     assert batch.job_name_prefix(stack_name) == prefix
     assert batch_trigger_logic.JOB_PREFIX.match(prefix)
+
+
+def test_hub_models_get_single_record_jobs_and_packaged_models_multi_record(synth) -> None:
+    # The stock handler of model_source=hub takes one application/json record per request; ours takes mini-batches.
+    def strategy(s) -> str:
+        (trigger,) = [f for k, f in s.resources("AWS::Lambda::Function").items() if k.startswith("BatchTrigger")]
+        return trigger["Properties"]["Environment"]["Variables"]["BATCH_STRATEGY"]
+
+    assert strategy(synth()) == "MultiRecord"
+    assert strategy(synth(model_source="hub")) == "SingleRecord"

@@ -246,6 +246,26 @@ def test_request_omits_the_volume_key_on_nvme_instance_types() -> None:
     assert request["TransformOutput"]["KmsKeyId"] == KEY_ARN
 
 
+def test_request_sends_json_lines_mini_batches_to_our_handler_by_default() -> None:
+    request = transform_request(make_settings(), "n", "s3://b/m.json", 1)
+    assert request["TransformInput"]["ContentType"] == "application/jsonlines"
+    assert request["TransformOutput"]["Accept"] == "application/jsonlines"
+
+
+def test_request_sends_one_json_record_per_request_to_the_stock_handler() -> None:
+    # model_source=hub: the toolkit's stock handler accepts exactly application/json, one record per request.
+    request = transform_request(make_settings(BATCH_STRATEGY="SingleRecord"), "n", "s3://b/m.json", 1)
+    assert request["BatchStrategy"] == "SingleRecord"
+    assert request["TransformInput"]["ContentType"] == "application/json"
+    assert request["TransformInput"]["SplitType"] == "Line"
+    assert request["TransformOutput"]["AssembleWith"] == "Line"
+
+
+def test_unknown_batch_strategy_is_refused() -> None:
+    with pytest.raises(SettingsError, match="BATCH_STRATEGY='Multi'"):
+        make_settings(BATCH_STRATEGY="Multi")
+
+
 # --- settings ------------------------------------------------------------------------------------------------------
 
 
