@@ -20,8 +20,10 @@ from botocore.config import Config
 
 SETTINGS = TriggerSettings.from_env(os.environ)  # fails the cold start with a message naming the bad variable
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "batch-trigger"))
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ZeroShotClassification"))
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "batch-trigger")
+logger = Logger(service=SERVICE)
+# The service is passed explicitly: Powertools shares its dimension set between Metrics instances of a process.
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ZeroShotClassification"), service=SERVICE)
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})

@@ -16,8 +16,10 @@ from job_outcome_service import JobOutcome
 
 SETTINGS = OutcomeSettings.from_env(os.environ)
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "job-outcome"))
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ZeroShotClassification"))
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "job-outcome")
+logger = Logger(service=SERVICE)
+# The service is passed explicitly: Powertools shares its dimension set between Metrics instances of a process.
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ZeroShotClassification"), service=SERVICE)
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
 _outcome: JobOutcome | None = None
 

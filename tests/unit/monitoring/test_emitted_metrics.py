@@ -79,6 +79,8 @@ def trigger(env: Env, monkeypatch: pytest.MonkeyPatch):
     import batch_trigger
 
     module = importlib.reload(batch_trigger)
+    # Powertools shares one metric/dimension set per process: drop what other tests' instances left unflushed.
+    module.metrics.clear_metrics()
     yield module
     module._clients.clear()
 
@@ -161,7 +163,9 @@ def outcome(env: Env, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "job-outcome")
     import job_outcome
 
-    return importlib.reload(job_outcome)
+    module = importlib.reload(job_outcome)
+    module.metrics.clear_metrics()  # shared per process, see the trigger fixture
+    return module
 
 
 def job_event(env: Env, status: str, outputs: dict[str, bytes]) -> dict[str, Any]:
