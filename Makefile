@@ -9,7 +9,7 @@ CDK := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 PATH="$(CURDIR)/$(VENV)/
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format synth deploy diff destroy demo bench bench-handler bench-batch bench-importer clean
+.PHONY: install test lint format synth bootstrap deploy diff destroy demo bench bench-handler bench-batch bench-importer clean
 
 install: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed
 
@@ -44,6 +44,9 @@ format: install
 synth: install
 	$(CDK) synth --quiet $(CDK_ARGS)
 	@$(PY) -m stacks.summary cdk.out
+
+bootstrap: install
+	$(CDK) bootstrap $(CDK_ARGS)
 
 diff: install
 	$(CDK) diff $(CDK_ARGS)
