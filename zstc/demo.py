@@ -110,6 +110,12 @@ def _show_path(out: Console, pipeline: object, stack: object, key: str, s3: obje
 
     assert isinstance(pipeline, LocalPipeline) and isinstance(stack, StackOutputs)
     stats = pipeline.stats
+    # The job and its outcome are recorded just after the output lands: wait for them before counting.
+    deadline = time.monotonic() + 10
+    while stats.outcome_invocations < len(stats.jobs) or not stats.jobs:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     table = Table(title="What ran", title_justify="left")
     table.add_column("step")
     table.add_column("detail")
@@ -123,11 +129,6 @@ def _show_path(out: Console, pipeline: object, stack: object, key: str, s3: obje
         )
     table.add_row("job-outcome function", f"{stats.outcome_invocations} invocation(s)")
     success_key, _ = stack.status_keys(key)
-    deadline = time.monotonic() + 10  # the outcome function runs just after the output lands
-    while stats.outcome_invocations < len(stats.jobs) or not stats.jobs:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
     try:
         record = json.loads(s3.get_object(Bucket=stack.bucket, Key=success_key)["Body"].read())  # type: ignore[attr-defined]
         summary = {key: record.get(key) for key in ("state", "job_name", "records", "record_errors")}
