@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from stacks.serving_env import serving_environment  # noqa: E402
 from zstc.local_serving import LocalServer  # noqa: E402
-from zstc.tiny_model import SPECIAL_TOKENS, cache_root, cached_tiny_model  # noqa: E402
+from zstc.tiny_model import SPECIAL_TOKENS, build_once, cache_root, cached_tiny_model  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "new_years_resolutions_2015.csv"
 INSTANCE_TYPE = "ml.m5.xlarge"  # the stack's default: 4 vCPUs = 2 cores, like this benchmark machine
@@ -117,13 +117,9 @@ def tweet_tokenizer_model(shape: str, vocab_size: int = TWEET_VOCAB_SIZE) -> Pat
     from tokenizers import ByteLevelBPETokenizer
     from transformers import BartTokenizerFast
 
-    final = cache_root() / f"{shape}-tweets{vocab_size}-{TWEET_MODEL_VERSION}"
-    if (final / "config.json").is_file():
-        return final
     base = cached_tiny_model(shape)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-building-", dir=final.parent))
-    try:
+
+    def build(staging: Path) -> None:
         for weights in [base / "config.json", *sorted(base.glob("*.safetensors"))]:
             _link_or_copy(weights, staging / weights.name)
         bpe = ByteLevelBPETokenizer()
@@ -141,15 +137,8 @@ def tweet_tokenizer_model(shape: str, vocab_size: int = TWEET_VOCAB_SIZE) -> Pat
                 model_max_length=1024 if shape == "bart-large" else 128,
             )
             tokenizer.save_pretrained(str(staging))
-        try:
-            os.rename(staging, final)
-        except OSError:
-            if not (final / "config.json").is_file():  # not a lost race: a real error
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return final
+
+    return build_once(cache_root() / f"{shape}-tweets{vocab_size}-{TWEET_MODEL_VERSION}", build)
 
 
 def tokens_per_pair(model_dir: Path, texts: list[str], labels: list[str]) -> tuple[float, int]:

@@ -19,6 +19,7 @@ import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,18 +147,27 @@ def cache_root() -> Path:
 def cached_tiny_model(shape: str = "tiny") -> Path:
     """Build the model of ``shape`` once per machine (``<cache root>/<shape>-v1``) and return its directory.
 
-    The model is built in a temporary sibling directory and renamed into place, so parallel processes (pytest-xdist
-    workers, several engineers) never see a half-written model: the first rename wins, the others discard theirs.
+    Safe with parallel processes (pytest-xdist workers, several engineers): see :func:`build_once`.
     """
     if shape not in SHAPES:
         raise ValueError(f"Unknown model shape {shape!r}: use one of {', '.join(SHAPES)}.")
-    final = cache_root() / f"{shape}-{CACHE_VERSION}"
+    return build_once(
+        cache_root() / f"{shape}-{CACHE_VERSION}", lambda staging: build_tiny_nli_model(staging, shape=shape)
+    )
+
+
+def build_once(final: Path, build: Callable[[Path], object]) -> Path:
+    """Return ``final``, building it first with ``build(staging_dir)`` unless a complete model is already there.
+
+    The model is built in a temporary sibling directory and renamed into place, so parallel processes never see a
+    half-written model: the first rename wins, the others discard theirs.
+    """
     if (final / "config.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{shape}-building-", dir=final.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-building-", dir=final.parent))
     try:
-        build_tiny_nli_model(staging, shape=shape)
+        build(staging)
         try:
             os.rename(staging, final)
         except OSError:
