@@ -256,6 +256,15 @@ class BatchPipeline(Construct):
             "Powertools",
             ssm.StringParameter.value_for_string_parameter(self, POWERTOOLS_LAYER_PARAMETER),
         )
+        # What the trigger and the outcome function must agree on (manifest format, job names, status keys).
+        contract = lambda_.LayerVersion(
+            self,
+            "Contract",
+            code=lambda_.Code.from_asset(str(ROOT / "lambda" / "batch_common"), exclude=ASSET_EXCLUDE),
+            compatible_runtimes=[lambda_.Runtime.PYTHON_3_13],
+            description="Batch path: the contract shared by the trigger and the job-outcome function",
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         common_env = {
             "BUCKET_NAME": bucket.bucket_name,
             "INPUT_PREFIX": PREFIXES.input,
@@ -283,7 +292,7 @@ class BatchPipeline(Construct):
             architecture=lambda_.Architecture.X86_64,  # the Powertools layer parameter is the x86_64 one
             handler="batch_trigger.handler",
             code=lambda_.Code.from_asset(str(ROOT / "lambda" / "batch_trigger"), exclude=ASSET_EXCLUDE),
-            layers=[layer],
+            layers=[layer, contract],
             memory_size=512,
             timeout=TRIGGER_TIMEOUT,
             **placement,
@@ -353,7 +362,7 @@ class BatchPipeline(Construct):
             architecture=lambda_.Architecture.X86_64,
             handler="job_outcome.handler",
             code=lambda_.Code.from_asset(str(ROOT / "lambda" / "job_outcome"), exclude=ASSET_EXCLUDE),
-            layers=[layer],
+            layers=[layer, contract],
             memory_size=512,
             timeout=OUTCOME_TIMEOUT,
             **placement,

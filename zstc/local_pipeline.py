@@ -330,7 +330,8 @@ class LocalPipeline:
         }
 
     def _load_functions(self) -> None:
-        for folder in ("batch_trigger", "job_outcome"):
+        # The functions' folders and the batch layer (mounted at /opt/python in Lambda).
+        for folder in ("batch_common/python", "batch_trigger", "job_outcome"):
             path = str(LAMBDA_DIR / folder)
             if path not in sys.path:
                 sys.path.append(path)

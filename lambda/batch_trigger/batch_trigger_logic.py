@@ -15,11 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
+from batch_contract import (  # the batch layer, shared with the job-outcome function
+    DIGEST_CHARS,
+    SettingsError,
+    encode_manifest,
+    prefix_env,
+    required_env,
+)
+
 JOB_NAME: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # The job-name prefix is lower case: SageMaker lowercases names in resource ARNs, so the IAM policy
 # (`transform-job/<prefix>-*`) only matches names whose prefix is already lower case.
 JOB_PREFIX: Final = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,37}$")
-DIGEST_CHARS: Final = 24  # 96 bits of SHA-256: collision-free in practice for any number of jobs a stack will run
 MAX_JOB_PREFIX: Final = 63 - 1 - DIGEST_CHARS  # 38
 SUFFIX: Final = ".jsonl"
 GZIP_SUFFIX: Final = ".jsonl.gz"
@@ -30,18 +37,7 @@ CLAIMED: Final = "CLAIMED"  # claimed for a job that may not have started yet
 STARTED: Final = "STARTED"  # the job that covers this object version exists
 
 
-class SettingsError(ValueError):
-    """An environment variable is missing or invalid; the message names it, the bad value and the fix."""
-
-
 # --- settings -----------------------------------------------------------------------------------------------------
-
-
-def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, default)
-    if not value or not value.endswith("/") or value.startswith("/"):
-        raise SettingsError(f"{name}={value!r}: expected an S3 key prefix ending in '/', e.g. {default!r}")
-    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> int:
@@ -56,13 +52,6 @@ def _int(env: Mapping[str, str], name: str, default: int | None, low: int, high:
         value = None
     if value is None or not low <= value <= high:
         raise SettingsError(f"{name}={raw!r}: expected an integer from {low} to {high}")
-    return value
-
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "")
-    if not value:
-        raise SettingsError(f"{name} is not set: the batch stack sets it on the function; redeploy the stack")
     return value
 
 
@@ -100,7 +89,7 @@ class TriggerSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TriggerSettings:
-        prefix = _required(env, "JOB_NAME_PREFIX")
+        prefix = required_env(env, "JOB_NAME_PREFIX")
         if not JOB_PREFIX.match(prefix):
             raise SettingsError(
                 f"JOB_NAME_PREFIX={prefix!r}: expected 1-{MAX_JOB_PREFIX} lower-case letters, digits and single "
@@ -112,15 +101,15 @@ class TriggerSettings:
                 f"INSTANCE_TYPE={instance_type!r}: expected a SageMaker instance type, e.g. ml.m5.xlarge"
             )
         settings = cls(
-            bucket=_required(env, "BUCKET_NAME"),
-            input_prefix=_prefix(env, "INPUT_PREFIX", "input/"),
-            output_prefix=_prefix(env, "OUTPUT_PREFIX", "output/"),
-            errors_prefix=_prefix(env, "ERRORS_PREFIX", "errors/"),
-            manifest_prefix=_prefix(env, "MANIFEST_PREFIX", "manifests/"),
-            claims_table=_required(env, "CLAIMS_TABLE"),
-            queue_url=_required(env, "QUEUE_URL"),
+            bucket=required_env(env, "BUCKET_NAME"),
+            input_prefix=prefix_env(env, "INPUT_PREFIX", "input/"),
+            output_prefix=prefix_env(env, "OUTPUT_PREFIX", "output/"),
+            errors_prefix=prefix_env(env, "ERRORS_PREFIX", "errors/"),
+            manifest_prefix=prefix_env(env, "MANIFEST_PREFIX", "manifests/"),
+            claims_table=required_env(env, "CLAIMS_TABLE"),
+            queue_url=required_env(env, "QUEUE_URL"),
             job_name_prefix=prefix,
-            model_name=_required(env, "MODEL_NAME"),
+            model_name=required_env(env, "MODEL_NAME"),
             instance_type=instance_type,
             instance_count=_int(env, "INSTANCE_COUNT", 1, 1, 100),
             max_concurrent_jobs=_int(env, "MAX_CONCURRENT_JOBS", 2, 1, 100),
@@ -128,7 +117,7 @@ class TriggerSettings:
             max_concurrent_transforms=_int(env, "MAX_CONCURRENT_TRANSFORMS", 1, 1, 100),
             model_timeout_seconds=_int(env, "MODEL_TIMEOUT_SECONDS", 3600, 1, 3600),
             model_retries=_int(env, "MODEL_RETRIES", 1, 0, 3),
-            kms_key_arn=_required(env, "KMS_KEY_ARN"),
+            kms_key_arn=required_env(env, "KMS_KEY_ARN"),
             nvme_families=frozenset(f for f in env.get("NVME_FAMILIES", "").split(",") if f),
             window_seconds=_int(env, "BATCH_WINDOW_SECONDS", 60, 0, 300),
             max_files_per_job=_int(env, "MAX_FILES_PER_JOB", 1000, 1, 10_000),
@@ -278,11 +267,6 @@ def job_name(prefix: str, objects: Iterable[S3Object], generation: int = 0) -> s
     return f"{prefix}-{digest.hexdigest()[:DIGEST_CHARS]}"
 
 
-def is_stack_job(name: str, prefix: str) -> bool:
-    """True for names this stack derives (another stack's prefix may start with ours)."""
-    return re.fullmatch(re.escape(prefix) + rf"-[0-9a-f]{{{DIGEST_CHARS}}}", name) is not None
-
-
 def group_objects(objects: Iterable[S3Object], *, window_seconds: int, max_files: int) -> list[list[S3Object]]:
     """Coalesce one Lambda batch: window 0 → one job per object; otherwise one job per ``max_files`` objects."""
     unique = sorted({o.claim_id: o for o in objects}.values())
@@ -304,19 +288,9 @@ def manifest_body(settings: TriggerSettings, objects: Sequence[S3Object]) -> byt
     The prefix is the input prefix, so each entry is the key's path below ``input/``; SageMaker names each output
     ``<S3OutputPath><entry>.out``, which keeps ``input/a/b.jsonl`` → ``output/a/b.jsonl.out``.
     """
-    entries: list[Any] = [{"prefix": f"s3://{settings.bucket}/{settings.input_prefix}"}]
-    entries.extend(relative_key(o.key, settings.input_prefix) for o in objects)
-    return json.dumps(entries, ensure_ascii=False).encode("utf-8")
-
-
-def manifest_entries(body: bytes) -> tuple[str, list[str]]:
-    """(prefix URI, relative keys) of a manifest written by :func:`manifest_body`."""
-    data = json.loads(body)
-    return str(data[0]["prefix"]), [str(e) for e in data[1:]]
-
-
-def status_key(prefix: str, relative: str) -> str:
-    return f"{prefix}{relative}.status.json"
+    return encode_manifest(
+        f"s3://{settings.bucket}/{settings.input_prefix}", [relative_key(o.key, settings.input_prefix) for o in objects]
+    )
 
 
 def transform_request(settings: TriggerSettings, name: str, manifest_uri: str, files: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batch_contract import is_stack_job, manifest_entries, status_key
 from batch_trigger_logic import (
     CLAIMED,
     STARTED,
@@ -34,14 +35,11 @@ from batch_trigger_logic import (
     group_objects,
     is_deferrable,
     is_name_taken,
-    is_stack_job,
     job_name,
     manifest_body,
-    manifest_entries,
     manifest_key,
     parse_message,
     relative_key,
-    status_key,
     transform_request,
 )
 from botocore.exceptions import ClientError

@@ -6,31 +6,18 @@ No AWS calls here; :mod:`job_outcome` reads the manifest and the outputs and wri
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from batch_contract import (  # the batch layer, shared with the trigger
+    SettingsError,
+    prefix_env,
+    required_env,
+    status_key,
+)
+
 TERMINAL: Final = ("Completed", "Failed", "Stopped")
-DIGEST_CHARS: Final = 24  # must match batch_trigger_logic.DIGEST_CHARS (a test checks it)
-
-
-class SettingsError(ValueError):
-    """An environment variable is missing or invalid; the message names it and the fix."""
-
-
-def _prefix(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, default)
-    if not value or not value.endswith("/") or value.startswith("/"):
-        raise SettingsError(f"{name}={value!r}: expected an S3 key prefix ending in '/', e.g. {default!r}")
-    return value
-
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "")
-    if not value:
-        raise SettingsError(f"{name} is not set: the batch stack sets it on the function; redeploy the stack")
-    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,13 +37,13 @@ class OutcomeSettings:
         if not raw_limit.isdigit():
             raise SettingsError(f"COUNT_RECORDS_MAX_BYTES={raw_limit!r}: expected a number of bytes (0 = never count)")
         return cls(
-            bucket=_required(env, "BUCKET_NAME"),
-            input_prefix=_prefix(env, "INPUT_PREFIX", "input/"),
-            output_prefix=_prefix(env, "OUTPUT_PREFIX", "output/"),
-            errors_prefix=_prefix(env, "ERRORS_PREFIX", "errors/"),
-            manifest_prefix=_prefix(env, "MANIFEST_PREFIX", "manifests/"),
-            job_name_prefix=_required(env, "JOB_NAME_PREFIX"),
-            topic_arn=_required(env, "TOPIC_ARN"),
+            bucket=required_env(env, "BUCKET_NAME"),
+            input_prefix=prefix_env(env, "INPUT_PREFIX", "input/"),
+            output_prefix=prefix_env(env, "OUTPUT_PREFIX", "output/"),
+            errors_prefix=prefix_env(env, "ERRORS_PREFIX", "errors/"),
+            manifest_prefix=prefix_env(env, "MANIFEST_PREFIX", "manifests/"),
+            job_name_prefix=required_env(env, "JOB_NAME_PREFIX"),
+            topic_arn=required_env(env, "TOPIC_ARN"),
             count_records_max_bytes=int(raw_limit),
         )
 
@@ -86,10 +73,6 @@ class JobEvent:
         )
 
 
-def is_stack_job(name: str, prefix: str) -> bool:
-    return re.fullmatch(re.escape(prefix) + rf"-[0-9a-f]{{{DIGEST_CHARS}}}", name) is not None
-
-
 def split_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` → (bucket, key)."""
     if not uri.startswith("s3://") or "/" not in uri[5:]:
@@ -102,19 +85,9 @@ def manifest_uri(settings: OutcomeSettings, job: JobEvent) -> str:
     return job.manifest_uri or f"s3://{settings.bucket}/{settings.manifest_prefix}{job.name}.json"
 
 
-def parse_manifest(body: bytes) -> tuple[str, list[str]]:
-    """(prefix URI, relative keys)."""
-    data = json.loads(body)
-    return str(data[0]["prefix"]), [str(e) for e in data[1:]]
-
-
 def output_key(settings: OutcomeSettings, relative: str) -> str:
     """Where SageMaker writes a manifest entry's result: ``<S3OutputPath><entry>.out``."""
     return f"{settings.output_prefix}{relative}.out"
-
-
-def status_key(prefix: str, relative: str) -> str:
-    return f"{prefix}{relative}.status.json"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from batch_contract import is_stack_job, manifest_entries
 from botocore.exceptions import ClientError
 from job_outcome_logic import (
     TERMINAL,
@@ -18,10 +19,8 @@ from job_outcome_logic import (
     OutcomeSettings,
     count_records,
     failure_notice,
-    is_stack_job,
     manifest_uri,
     output_key,
-    parse_manifest,
     split_uri,
     status_record,
 )
@@ -44,7 +43,7 @@ class JobOutcome:
             name="JobsCompleted" if job.status == "Completed" else "JobsFailed", unit="Count", value=1
         )
         bucket, key = split_uri(manifest_uri(self.settings, job))
-        _, entries = parse_manifest(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        _, entries = manifest_entries(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
         outcomes = [self._file_outcome(relative) for relative in entries]
         for outcome in outcomes:

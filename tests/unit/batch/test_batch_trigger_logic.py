@@ -7,6 +7,7 @@ import random
 from urllib.parse import quote_plus
 
 import pytest
+from batch_contract import is_stack_job, manifest_entries
 from batch_trigger_logic import (
     CLAIMED,
     JOB_NAME,
@@ -20,10 +21,8 @@ from batch_trigger_logic import (
     group_objects,
     is_deferrable,
     is_name_taken,
-    is_stack_job,
     job_name,
     manifest_body,
-    manifest_entries,
     parse_message,
     receives_for_patience,
     transform_request,

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import batch_trigger_logic
 import pytest
+from batch_contract import DIGEST_CHARS, SettingsError, is_stack_job
 from job_outcome_logic import (
-    DIGEST_CHARS,
     FileOutcome,
     JobEvent,
     OutcomeSettings,
-    SettingsError,
     count_records,
     failure_notice,
-    is_stack_job,
     manifest_uri,
     status_record,
 )
