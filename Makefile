@@ -9,7 +9,7 @@ CDK := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 PATH="$(CURDIR)/$(VENV)/
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format synth bootstrap deploy diff destroy demo bench bench-handler bench-batch bench-importer clean
+.PHONY: install test test-unit test-infra test-integration lint format synth bootstrap deploy diff destroy demo bench bench-handler bench-batch bench-importer clean
 
 install: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed
 
@@ -31,6 +31,16 @@ node_modules/.installed: package.json package-lock.json
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Fast loops: one layer of the suite at a time (make test runs all three).
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-infra: install
+	$(PY) -m pytest tests/infrastructure $(PYTEST_ARGS)
+
+test-integration: install
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
