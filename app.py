@@ -10,7 +10,7 @@ from stacks.config import ConfigError, Settings
 
 app = cdk.App()
 try:
-    settings = Settings.from_context(app.node.try_get_context)
+    settings = Settings.from_context(app.node.get_all_context())
 except ConfigError as error:
     sys.exit(f"Configuration error: {error}")
 build_stack(app, settings)

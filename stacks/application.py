@@ -30,5 +30,5 @@ def build_stack(app: cdk.App, settings: Settings) -> ZeroShotStack:
 def build_app(context: Mapping[str, Any], *, outdir: str | None = None) -> tuple[cdk.App, ZeroShotStack]:
     """An app with ``context`` (the ``cdk.json`` context plus overrides) and the stack in it."""
     app = cdk.App(context=dict(context), outdir=outdir)
-    settings = Settings.from_context(app.node.try_get_context)
+    settings = Settings.from_context(app.node.get_all_context())
     return app, build_stack(app, settings)

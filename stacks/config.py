@@ -7,6 +7,7 @@ Nothing below ``app.py`` reads context: constructs receive a :class:`Settings`.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -120,6 +121,8 @@ class Settings:
     @classmethod
     def from_context(cls, context: Mapping[str, Any] | Callable[[str], Any]) -> Settings:
         """Read and validate every key. ``context`` is a mapping or ``node.try_get_context``."""
+        if isinstance(context, Mapping):
+            _check_unknown_keys(context)
         get: Callable[[str], Any] = context.get if isinstance(context, Mapping) else context
         values: dict[str, Any] = {}
         for key, parse in _PARSERS.items():
@@ -130,6 +133,21 @@ class Settings:
         settings = cls(**values)
         _check_combinations(settings)
         return settings
+
+
+def _is_cdk_key(key: str) -> bool:
+    """Context keys that belong to the CDK, not to this app: feature flags, CLI settings, cached lookups."""
+    return key.startswith(("@", "aws:", "aws-cdk", "cdk")) or ":" in key
+
+
+def _check_unknown_keys(context: Mapping[str, Any]) -> None:
+    """A misspelled key would silently deploy the default: fail, naming the closest real key."""
+    for key in sorted(context):
+        if key in _PARSERS or _is_cdk_key(key):
+            continue
+        close = difflib.get_close_matches(key, list(_PARSERS), n=1, cutoff=0.6)
+        hint = f"Did you mean '{close[0]}'? e.g. -c {close[0]}=…" if close else "See the README's configuration table."
+        raise ConfigError(f"Unknown context key '{key}' (value {context[key]!r}): this app has no such setting. {hint}")
 
 
 # --- parsers: (key, raw) -> value, raising ConfigError with key, bad value and a valid example ---------------------

@@ -157,3 +157,32 @@ def test_a_region_without_the_hugging_face_image_is_refused_with_the_supported_r
 
     with pytest.raises(ConfigError, match=r"'region': 'xx-fake-1'.*Use one of .*eu-west-1.*e.g. -c region=eu-west-1"):
         image_uri("xx-fake-1", "cpu")
+
+
+def test_a_misspelled_key_fails_naming_the_closest_real_key():
+    # Given a typo of endpoint_mode, which would otherwise deploy the serverless default without a word
+    with pytest.raises(ConfigError, match=r"Unknown context key 'endpoint_mod'.*Did you mean 'endpoint_mode'"):
+        Settings.from_context({"endpoint_mod": "provisioned"})
+
+
+def test_an_unknown_key_with_no_close_match_points_to_the_configuration_table():
+    with pytest.raises(ConfigError, match=r"Unknown context key 'colour'.*configuration table"):
+        Settings.from_context({"colour": "blue"})
+
+
+def test_cdk_feature_flags_cli_settings_and_cached_lookups_are_not_ours_to_check():
+    context = {
+        "@aws-cdk/aws-s3:createDefaultLoggingPolicy": True,
+        "aws:cdk:enable-path-metadata": True,
+        "aws-cdk:enableDiffNoFail": True,
+        "cdk-default-synthesizer": "x",
+        "availability-zones:account=123456789012:region=eu-west-1": ["eu-west-1a"],
+    }
+    assert Settings.from_context(context) == Settings()
+
+
+def test_the_app_rejects_a_misspelled_key_at_synth(tmp_path):
+    from stacks.application import build_app
+
+    with pytest.raises(ConfigError, match="endpoint_mode"):
+        build_app({**CONTEXT, "endpoint_mod": "provisioned"}, outdir=str(tmp_path))
