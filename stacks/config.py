@@ -83,7 +83,7 @@ class Settings:
     data_capture_percent: int = 100
 
     # Batch path
-    batch_instance_type: str = "ml.m5.xlarge"
+    batch_instance_types: tuple[str, ...] = ("ml.m5.xlarge",)  # most preferred first (the trigger falls back in order)
     batch_instance_count: int = 1
     batch_window_seconds: int = 60
     batch_max_concurrent_jobs: int = 2
@@ -107,8 +107,9 @@ class Settings:
         return self.endpoint_mode != "none"
 
     @property
-    def batch_volume_encryptable(self) -> bool:
-        return not has_nvme_storage(self.batch_instance_type)
+    def batch_instance_type(self) -> str:
+        """The preferred (first) batch instance type."""
+        return self.batch_instance_types[0]
 
     @property
     def endpoint_volume_encryptable(self) -> bool:
@@ -130,6 +131,7 @@ class Settings:
             if raw is None:
                 continue
             values[key] = parse(key, raw)
+        _apply_legacy_instance_type(get, values)
         settings = cls(**values)
         _check_combinations(settings)
         return settings
@@ -143,7 +145,7 @@ def _is_cdk_key(key: str) -> bool:
 def _check_unknown_keys(context: Mapping[str, Any]) -> None:
     """A misspelled key would silently deploy the default: fail, naming the closest real key."""
     for key in sorted(context):
-        if key in _PARSERS or _is_cdk_key(key):
+        if key in _PARSERS or key == LEGACY_BATCH_INSTANCE_TYPE or _is_cdk_key(key):
             continue
         close = difflib.get_close_matches(key, list(_PARSERS), n=1, cutoff=0.6)
         hint = f"Did you mean '{close[0]}'? e.g. -c {close[0]}=…" if close else "See the README's configuration table."
@@ -223,6 +225,66 @@ def _boolean(key: str, raw: Any) -> bool:
 
 _INSTANCE = _string(INSTANCE_TYPE, "a SageMaker instance type starting with 'ml.'", "ml.m5.xlarge")
 
+# The single-type key of earlier versions: still accepted (a list of one), but not together with the list.
+LEGACY_BATCH_INSTANCE_TYPE: Final = "batch_instance_type"
+MAX_BATCH_INSTANCE_TYPES: Final = 4
+_TYPES_EXAMPLE: Final = "ml.g4dn.xlarge,ml.m5.xlarge"
+
+
+def _is_unset(raw: Any) -> bool:
+    return raw is None or raw == "" or raw == [] or (isinstance(raw, str) and raw.strip().lower() in ("", "none"))
+
+
+def _instance_types(key: str, raw: Any) -> tuple[str, ...] | None:
+    """An ordered list of instance types: a JSON list (cdk.json) or a comma-separated string (``-c``).
+
+    Empty means "not set" (the default, ``ml.m5.xlarge``). Each type must be a SageMaker instance type the handler
+    runs on (CPU or GPU, not AWS Neuron), listed once.
+    """
+    if _is_unset(raw):
+        return None
+    expected = (
+        f"1 to {MAX_BATCH_INSTANCE_TYPES} SageMaker instance types, most preferred first, comma-separated "
+        "(or a JSON list in cdk.json)"
+    )
+    if isinstance(raw, str):
+        items: list[Any] = [part.strip() for part in raw.split(",")]
+    elif isinstance(raw, list | tuple):
+        items = list(raw)
+    else:
+        raise _fail(key, raw, expected, _TYPES_EXAMPLE)
+    if not 1 <= len(items) <= MAX_BATCH_INSTANCE_TYPES:
+        raise _fail(key, raw, expected, _TYPES_EXAMPLE)
+    for item in items:
+        if not isinstance(item, str) or not INSTANCE_TYPE.match(item):
+            raise _fail(key, raw, f"{expected}; {item!r} is not one", _TYPES_EXAMPLE)
+        if instance_family(item).startswith(("inf", "trn")):
+            raise _fail(
+                key,
+                raw,
+                f"{expected}; {item!r} is an AWS Neuron instance, which this handler cannot use",
+                _TYPES_EXAMPLE,
+            )
+    if len(set(items)) != len(items):
+        raise _fail(key, raw, f"{expected}, each listed once", _TYPES_EXAMPLE)
+    return tuple(items)
+
+
+def _apply_legacy_instance_type(get: Callable[[str], Any], values: dict[str, Any]) -> None:
+    if values.get("batch_instance_types", ()) is None:  # empty in cdk.json: the default applies
+        del values["batch_instance_types"]
+    legacy = get(LEGACY_BATCH_INSTANCE_TYPE)
+    if _is_unset(legacy):
+        return
+    if values.get("batch_instance_types") is not None:
+        raise ConfigError(
+            f"Both '{LEGACY_BATCH_INSTANCE_TYPE}' ({legacy!r}) and 'batch_instance_types' "
+            f"({','.join(values['batch_instance_types'])!r}) are set. Keep only the list, most preferred first, "
+            f"e.g. -c batch_instance_types={legacy},ml.m5.xlarge"
+        )
+    values["batch_instance_types"] = (_INSTANCE(LEGACY_BATCH_INSTANCE_TYPE, legacy),)
+
+
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "stack_name": _string(
         STACK_NAME, "a CloudFormation stack name (letters, digits, hyphens)", "ZeroShotClassification"
@@ -247,7 +309,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "serverless_max_concurrency": _integer(1, 200, 5),
     "data_capture": _boolean,
     "data_capture_percent": _integer(1, 100, 100),
-    "batch_instance_type": _INSTANCE,
+    "batch_instance_types": _instance_types,
     "batch_instance_count": _integer(1, 100, 2),
     "batch_window_seconds": _integer(0, 300, 60),
     "batch_max_concurrent_jobs": _integer(1, 100, 2),

@@ -147,9 +147,47 @@ def test_instance_families(instance_type, nvme, gpu):
     assert is_gpu(instance_type) is gpu
 
 
-def test_volume_encryption_follows_nvme_storage():
-    assert Settings().batch_volume_encryptable
-    assert not Settings(batch_instance_type="ml.g4dn.xlarge").batch_volume_encryptable
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("ml.g4dn.xlarge,ml.m5.xlarge", ("ml.g4dn.xlarge", "ml.m5.xlarge")),
+        (" ml.g5.xlarge , ml.c5.2xlarge ", ("ml.g5.xlarge", "ml.c5.2xlarge")),
+        (["ml.g4dn.xlarge", "ml.m5.xlarge"], ("ml.g4dn.xlarge", "ml.m5.xlarge")),
+        ("", ("ml.m5.xlarge",)),
+    ],
+)
+def test_batch_instance_types_are_an_ordered_list_from_the_command_line_or_cdk_json(raw, expected):
+    settings = Settings.from_context({"batch_instance_types": raw})
+    assert settings.batch_instance_types == expected
+    assert settings.batch_instance_type == expected[0]
+
+
+def test_the_old_single_batch_instance_type_key_still_works():
+    assert Settings.from_context({**CONTEXT, "batch_instance_type": "ml.g5.xlarge"}).batch_instance_types == (
+        "ml.g5.xlarge",
+    )
+
+
+def test_both_instance_type_keys_at_once_are_refused_naming_both():
+    with pytest.raises(ConfigError, match=r"Both 'batch_instance_type'.*'batch_instance_types'.*Keep only the list"):
+        Settings.from_context({"batch_instance_type": "ml.g5.xlarge", "batch_instance_types": "ml.m5.xlarge"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("ml.m5.xlarge,ml.m5", "'ml.m5' is not one"),
+        ("ml.m5.xlarge,ml.m5.xlarge", "each listed once"),
+        ("ml.inf2.xlarge", "AWS Neuron"),
+        ("ml.g4dn.xlarge,ml.g5.xlarge,ml.g6.xlarge,ml.m5.xlarge,ml.c5.xlarge", "1 to 4"),
+        (7, "1 to 4"),
+    ],
+)
+def test_bad_batch_instance_type_lists_fail_with_the_reason_and_an_example(raw, message):
+    with pytest.raises(ConfigError, match="'batch_instance_types'") as error:
+        Settings.from_context({"batch_instance_types": raw})
+    assert message in str(error.value)
+    assert "e.g. -c batch_instance_types=ml.g4dn.xlarge,ml.m5.xlarge" in str(error.value)
 
 
 def test_a_region_without_the_hugging_face_image_is_refused_with_the_supported_regions():
