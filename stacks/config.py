@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -25,16 +25,14 @@ S3_URL: Final = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\.tar\.gz$
 ENDPOINT_MODES: Final = ("serverless", "provisioned", "none")
 MODEL_SOURCES: Final = ("staged", "hub", "s3")
 
-# Instance families with local NVMe instance storage: SageMaker rejects a volume KMS key on them
-# ("Volume size/KMS key not supported for instance types with local instance storage"). Their instance storage is
-# encrypted by the hardware (AES-256) instead.
-NVME_FAMILIES: Final = frozenset(
-    {
-        "c5d", "c6gd", "c6id", "d2", "d3", "g4dn", "g5", "g6", "g6e", "gr6", "i3", "i3en", "i4i",
-        "m5d", "m6gd", "m6id", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "r5d", "r6gd", "r6id",
-        "trn1", "trn1n", "inf2", "x2idn", "x2iedn", "z1d",
-    }
-)  # fmt: skip
+# Instance families with local instance (NVMe) storage: SageMaker rejects a volume size or KMS key on them ("Volume
+# size/KMS key not supported for instance types with local instance storage"); the hardware encrypts that storage
+# (AES-256) instead. The rule is the SageMaker Python SDK's own, followed exactly: ``volume_size_supported`` in
+# aws/sagemaker-python-sdk, sagemaker-core/src/sagemaker/core/common_utils.py (sagemaker-core 2.27.0, the version
+# requirements.txt pins; src/sagemaker/utils.py in SDK v2): a "d" anywhere in the family (c5d, c6id, g4dn, m5d,
+# p3dn, p4d, p4de, r5d…) or a family starting with one of these prefixes. inf2 has no "d" and is EBS-only.
+# tests/unit/config/test_nvme_rule.py checks this copy against the installed SDK on every instance type.
+VOLUME_UNSUPPORTED_FAMILY_PREFIXES: Final = ("g5", "g6", "g7e", "p5", "p6-b200", "trn1", "trn2")
 # Families that need the GPU build of the Hugging Face inference container.
 GPU_FAMILIES: Final = frozenset({"g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en"})
 
@@ -49,7 +47,31 @@ def instance_family(instance_type: str) -> str:
 
 
 def has_nvme_storage(instance_type: str) -> bool:
-    return instance_family(instance_type) in NVME_FAMILIES
+    """True when SageMaker refuses a volume KMS key on ``instance_type`` (the SDK's rule, see above)."""
+    family = instance_family(instance_type)
+    return "d" in family or family.startswith(VOLUME_UNSUPPORTED_FAMILY_PREFIXES)
+
+
+def nvme_families(instance_types: Iterable[str]) -> frozenset[str]:
+    """The families among ``instance_types`` that have local instance storage (what the batch trigger is told)."""
+    return frozenset(instance_family(t) for t in instance_types if has_nvme_storage(t))
+
+
+def _sagemaker_instance_types() -> list[str]:
+    """Every transform and endpoint instance type of the installed botocore's SageMaker model (local files only)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return [
+        value
+        for shape in ("TransformInstanceType", "ProductionVariantInstanceType")
+        for value in model.shape_for(shape).enum
+    ]
+
+
+# Every SageMaker family the rule marks, for consumers that test a family against a set (the batch trigger's
+# NVME_FAMILIES variable). Derived from the rule, not listed by hand; nvme_families(configured types) is narrower.
+NVME_FAMILIES: Final = nvme_families(_sagemaker_instance_types())
 
 
 def is_gpu(instance_type: str) -> bool:

@@ -1,0 +1,89 @@
+"""The volume-key rule: SageMaker refuses a volume KMS key on instance types with local instance storage.
+
+The rule is the SageMaker Python SDK's ``volume_size_supported``; these tests pin our copy to it, case by case and
+over every instance type botocore's SageMaker model lists.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from stacks.config import (
+    NVME_FAMILIES,
+    Settings,
+    _sagemaker_instance_types,
+    has_nvme_storage,
+    nvme_families,
+)
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "local_storage"),
+    [
+        # a "d" in the family
+        ("ml.m5d.large", True),
+        ("ml.m5d.24xlarge", True),
+        ("ml.c5d.xlarge", True),
+        ("ml.c6id.2xlarge", True),
+        ("ml.r5d.4xlarge", True),
+        ("ml.m6gd.xlarge", True),
+        ("ml.g4dn.xlarge", True),
+        ("ml.p3dn.24xlarge", True),
+        ("ml.p4d.24xlarge", True),
+        ("ml.p4de.24xlarge", True),
+        # families the SDK names
+        ("ml.g5.xlarge", True),
+        ("ml.g5.48xlarge", True),
+        ("ml.g6.xlarge", True),
+        ("ml.g6e.12xlarge", True),
+        ("ml.p5.48xlarge", True),
+        ("ml.p5e.48xlarge", True),
+        ("ml.trn1.32xlarge", True),
+        ("ml.trn1n.32xlarge", True),
+        ("ml.trn2.48xlarge", True),
+        ("ml.g7e.2xlarge", True),
+        ("ml.p6-b200.48xlarge", True),
+        # EBS only
+        ("ml.inf2.xlarge", False),
+        ("ml.inf2.48xlarge", False),
+        ("ml.m5.xlarge", False),
+        ("ml.m5.large", False),
+        ("ml.c5.2xlarge", False),
+        ("ml.c6i.xlarge", False),
+        ("ml.m7i.xlarge", False),
+        ("ml.p3.2xlarge", False),
+        ("ml.t2.medium", False),
+        ("ml.g7.2xlarge", False),  # g7e has local storage, g7 does not (the SDK names g7e only)
+        ("ml.p6e-gb200.36xlarge", False),
+    ],
+)
+def test_volume_key_rule_per_instance_type(instance_type, local_storage):
+    assert has_nvme_storage(instance_type) is local_storage
+
+
+def test_the_rule_agrees_with_the_installed_sagemaker_sdk_on_every_instance_type_sagemaker_lists():
+    from sagemaker.core.common_utils import volume_size_supported
+
+    instance_types = _sagemaker_instance_types()
+    assert len(instance_types) > 100  # botocore's model really was read
+    disagreements = [t for t in instance_types if has_nvme_storage(t) is volume_size_supported(t)]
+    assert disagreements == []
+
+
+def test_families_handed_to_the_trigger_are_those_the_rule_marks():
+    assert {"g4dn", "g5", "g6", "g6e", "m5d", "p4d", "p5", "trn1"} <= NVME_FAMILIES
+    assert not {"inf2", "m5", "c5", "p3", "c6i"} & NVME_FAMILIES
+
+
+def test_nvme_families_of_configured_types():
+    assert nvme_families(["ml.g4dn.xlarge", "ml.m5.xlarge", "ml.g5.2xlarge", "ml.inf2.xlarge"]) == {"g4dn", "g5"}
+    assert nvme_families(["ml.m5.xlarge"]) == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("endpoint_instance_type", "encryptable"),
+    [("ml.m5.xlarge", True), ("ml.inf2.xlarge", True), ("ml.g5.xlarge", False), ("ml.c6id.xlarge", False)],
+)
+def test_endpoint_volume_encryption_follows_the_rule(endpoint_instance_type, encryptable):
+    settings = Settings(endpoint_mode="provisioned", endpoint_instance_type=endpoint_instance_type)
+    assert settings.endpoint_volume_encryptable is encryptable
