@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Final
 
@@ -22,6 +23,8 @@ from stacks.storage import PREFIXES
 ROOT: Final = Path(__file__).resolve().parents[1]
 FUNCTION_CODE: Final = ROOT / "lambda" / "model_importer"
 HANDLER_CODE: Final = ROOT / "model" / "code"
+# The one list of architectures the handler supports (owned by the handler): read at synth, passed to the importer.
+SUPPORTED_ARCHITECTURES: Final = HANDLER_CODE / "supported_architectures.json"
 ASSET_EXCLUDE: Final = ["__pycache__", "*.pyc", ".pytest_cache"]
 
 # Streaming keeps memory flat whatever the model's size; the memory buys CPU for gzip and hashing (2 GB ≈ 1.2 vCPU).
@@ -45,6 +48,17 @@ _NO_RESERVED_CONCURRENCY = (
 )
 
 
+def supported_model_types(path: Path = SUPPORTED_ARCHITECTURES) -> list[str]:
+    """The ``config.json`` ``model_type`` values the handler supports, sorted; synthesis fails on a bad file."""
+    try:
+        types = json.loads(path.read_text(encoding="utf-8"))["model_types"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} must be JSON with a 'model_types' list of strings: {error}") from None
+    if not isinstance(types, list) or not types or not all(isinstance(t, str) and t for t in types):
+        raise ValueError(f"{path}: 'model_types' must be a non-empty list of strings, got {types!r}")
+    return sorted(set(types))
+
+
 class ModelImport(Construct):
     """Stages ``settings.model_id`` at ``settings.model_revision`` as ``model.tar.gz`` under ``models/`` of ``bucket``.
 
@@ -53,7 +67,9 @@ class ModelImport(Construct):
     shipped as an asset) under ``code/`` and streams the tarball into S3, encrypted with ``key``. The location is
     ``models/<model_id>/<revision>/<code hash>/model.tar.gz``: a re-deploy with the same model, revision and handler
     copies nothing; a change of any of them writes a new artifact, and the model that uses :attr:`model_data_url`
-    is replaced. When the resource is deleted the artifact is kept if ``settings.retain_data``, deleted otherwise.
+    is replaced. A model whose ``config.json`` ``model_type`` is not in ``model/code/supported_architectures.json``
+    (read at synth, passed as ``SupportedModelTypes``) fails the deployment with a message naming the supported ones.
+    When the resource is deleted the artifact is kept if ``settings.retain_data``, deleted otherwise.
 
     The function runs outside the VPC (it needs the Hub), may read and write only ``models/*`` of the bucket, use
     only ``key``, read only the handler asset and, when ``settings.hf_token_secret`` is set, only that secret.
@@ -169,6 +185,7 @@ class ModelImport(Construct):
                 "HandlerCodeKey": handler_code.s3_object_key,
                 "HfTokenSecret": settings.hf_token_secret or "",
                 "RetainData": "true" if settings.retain_data else "false",
+                "SupportedModelTypes": supported_model_types(),
             },
         )
 

@@ -8,6 +8,9 @@ Resource properties (CloudFormation passes every value as a string):
   so a handler change updates the resource and moves the artifact).
 - ``HfTokenSecret`` (optional): Secrets Manager secret name holding a Hub token, for gated or private models.
 - ``RetainData``: ``true`` keeps the artifact when the resource is deleted; ``false`` deletes it.
+- ``SupportedModelTypes``: the ``config.json`` ``model_type`` values the handler supports (a list, or one
+  comma-separated string); the stack reads them from ``model/code/supported_architectures.json`` at synth. A model
+  of another architecture fails the deployment with a message naming the supported ones.
 
 Environment: ``HF_ENDPOINT`` (default ``https://huggingface.co``; tests point it at a fake Hub).
 
@@ -86,6 +89,17 @@ def _hub_token(secret_name: str | None) -> str | None:
     return token_from_secret(secret.get("SecretString"), secret_name)
 
 
+def _model_types(props: Mapping[str, Any]) -> tuple[str, ...]:
+    value = props.get("SupportedModelTypes")
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else []
+    types = tuple(str(item).strip() for item in items if str(item).strip())
+    if not types:
+        raise ImportFailure(
+            "Property SupportedModelTypes is missing from the custom resource: deploy with the stack's own template"
+        )
+    return types
+
+
 def _create_or_update(props: Mapping[str, Any], context: Any) -> tuple[str, dict[str, str]]:
     s3 = boto3.client("s3")
     code_zip = s3.get_object(Bucket=_required(props, "HandlerCodeBucket"), Key=_required(props, "HandlerCodeKey"))
@@ -95,6 +109,7 @@ def _create_or_update(props: Mapping[str, Any], context: Any) -> tuple[str, dict
         bucket=_required(props, "Bucket"),
         prefix=str(props.get("Prefix") or "models/"),
         code_files=read_code_zip(code_zip["Body"].read()),
+        supported_model_types=_model_types(props),
         kms_key_arn=props.get("KmsKeyArn") or None,
     )
     hub = HubClient(HF_ENDPOINT, token=_hub_token(props.get("HfTokenSecret") or None))

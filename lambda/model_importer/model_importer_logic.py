@@ -212,6 +212,53 @@ def check_nli_config(model_id: str, revision: str, config_bytes: bytes) -> dict[
     return config
 
 
+# Files from which transformers' AutoTokenizer can build a tokenizer: the fast tokenizer's own file, a WordPiece
+# vocabulary (BERT, DistilBERT, ELECTRA, MobileBERT), a byte-level BPE pair (BART, RoBERTa) or a SentencePiece model
+# (ALBERT, DeBERTa-v2/v3, XLM-RoBERTa). tokenizer_config.json alone is not enough.
+TOKENIZER_SOURCES: Final = (
+    ("tokenizer.json",),
+    ("vocab.txt",),
+    ("vocab.json", "merges.txt"),
+    ("spm.model",),
+    ("spiece.model",),
+    ("sentencepiece.bpe.model",),
+    ("tokenizer.model",),
+)
+
+
+def check_tokenizer_files(model_id: str, revision: str, files: Iterable[HubFile]) -> None:
+    """Refuse a revision whose root holds nothing a tokenizer can be loaded from (the endpoint would fail)."""
+    root = {f.path for f in files if "/" not in f.path}
+    if any(all(name in root for name in source) for source in TOKENIZER_SOURCES):
+        return
+    found = ", ".join(sorted(root & TOKENIZER_FILES)) or "none"
+    raise ImportFailure(
+        f"Model '{model_id}' at revision {revision} has no tokenizer files (found: {found}): the endpoint could "
+        "not load a tokenizer. Pick a revision that has tokenizer.json (or vocab.txt, vocab.json + merges.txt, "
+        "or a SentencePiece model such as spm.model)"
+    )
+
+
+def check_architecture(model_id: str, revision: str, config: Mapping[str, Any], supported: Iterable[str]) -> str:
+    """The config's ``model_type`` if the zero-shot handler supports it; otherwise a failure naming the supported
+    ones (``model/code/supported_architectures.json``, passed in by the stack or read by ``zstc models pin``)."""
+    allowed = sorted({str(m) for m in supported})
+    if not allowed:
+        raise ImportFailure(
+            "No supported architectures were given to the model importer (SupportedModelTypes): deploy with the "
+            "stack's own template, which passes model/code/supported_architectures.json"
+        )
+    model_type = config.get("model_type")
+    if model_type not in allowed:
+        shown = f"'{model_type}'" if isinstance(model_type, str) and model_type else "no model_type"
+        raise ImportFailure(
+            f"Model '{model_id}' at revision {revision} has architecture {shown} (config.json model_type), which the "
+            f"zero-shot handler does not support. Supported: {', '.join(allowed)}. Choose an NLI model of one of "
+            "these architectures (`zstc models` lists tested ones)"
+        )
+    return str(model_type)
+
+
 # --- the handler code and the artifact's location ---------------------------------------------------------------
 
 
@@ -269,26 +316,65 @@ def parse_s3_url(url: str) -> tuple[str, str] | None:
 # --- reading from the Hub -----------------------------------------------------------------------------------------
 
 
-class _SameHostAuthRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects, but send the token only to the Hub's own host.
+def _origin(url: str) -> tuple[str, str]:
+    parsed = urllib.parse.urlparse(url)
+    return parsed.scheme.lower(), parsed.netloc.lower()
+
+
+class _SameOriginAuthRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but send the token only to the Hub's own origin (scheme and host, port included).
 
     urllib copies every header to the redirect target; the Hub redirects downloads to a CDN with a signed URL,
-    which must not receive the token (a leak, and signed S3/CloudFront URLs reject a second auth mechanism).
+    which must not receive the token (a leak, and signed S3/CloudFront URLs reject a second auth mechanism). A
+    redirect to another scheme on the same host (``https`` → ``http``) drops it too: it would travel in clear text.
+    Once dropped it stays dropped for the rest of the chain, even if a later hop returns to the Hub.
     """
 
-    def __init__(self, hub_netloc: str) -> None:
+    def __init__(self, hub_url: str) -> None:
         super().__init__()
-        self.hub_netloc = hub_netloc
+        self.hub_origin = _origin(hub_url)
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urllib.parse.urlparse(new.full_url).netloc != self.hub_netloc:
+        if new is not None and _origin(new.full_url) != self.hub_origin:
             new.remove_header("Authorization")
         return new
 
 
+@dataclass(frozen=True)
+class Advice:
+    """The remedies messages suggest, for the program that reads the Hub: the importer at deploy time (default) or
+    ``zstc models pin`` on the user's machine."""
+
+    holder: str = "the token in hf_token_secret"
+    authenticate: str = (
+        "store a read token in a Secrets Manager secret and deploy with -c hf_token_secret=<secret name>"
+    )
+    private: str = "if it is private, store a read token in a Secrets Manager secret and set -c hf_token_secret=<name>"
+    grant: str = "or store a token with read access in the secret"
+    retry: str = "retry the deployment later"
+    unreachable: str = (
+        "The importer runs outside the VPC and needs internet access; retry the deployment, or set HF_ENDPOINT to "
+        "a reachable mirror"
+    )
+
+
+DEPLOY_ADVICE: Final = Advice()
+
+
+class HubUnreachable(ImportFailure):
+    """The Hub could not be reached at all (DNS, connection, timeout): nothing is known about the model."""
+
+
 def hub_error_message(
-    status: int, error_code: str | None, *, model_id: str, revision: str, path: str | None, has_token: bool
+    status: int,
+    error_code: str | None,
+    *,
+    model_id: str,
+    revision: str,
+    path: str | None,
+    has_token: bool,
+    advice: Advice = DEPLOY_ADVICE,
 ) -> str:
     """Turn the Hub's answer (status and ``X-Error-Code``) into a message that says what to do."""
     what = f"file '{path}' of model '{model_id}'" if path else f"model '{model_id}'"
@@ -302,36 +388,38 @@ def hub_error_message(
     if error_code == "GatedRepo" or (status == 403 and error_code != "RepoNotFound"):
         if has_token:
             return (
-                f"Model '{model_id}' is gated and the token in hf_token_secret has no access (HTTP {status}). "
-                "Accept the model's conditions on huggingface.co with the token's account, or store a token "
-                "with read access in the secret"
+                f"Model '{model_id}' is gated and {advice.holder} has no access (HTTP {status}). "
+                f"Accept the model's conditions on huggingface.co with the token's account, {advice.grant}"
             )
         return (
-            f"Model '{model_id}' is gated (HTTP {status}): accept its conditions on huggingface.co, store a read "
-            "token in a Secrets Manager secret and deploy with -c hf_token_secret=<secret name>"
+            f"Model '{model_id}' is gated (HTTP {status}): accept its conditions on huggingface.co, "
+            f"{advice.authenticate}"
         )
     if error_code == "RepoNotFound" or status in (401, 404):
-        hint = (
-            "the token in hf_token_secret cannot see it"
-            if has_token
-            else "if it is private, store a read token in a Secrets Manager secret and set -c hf_token_secret=<name>"
-        )
+        hint = f"{advice.holder} cannot see it" if has_token else advice.private
         return (
             f"Model '{model_id}' was not found on the Hugging Face Hub (HTTP {status}). Check model_id "
             f"(e.g. facebook/bart-large-mnli); {hint}"
         )
-    return f"The Hugging Face Hub answered HTTP {status} for {what} at revision {revision}; retry the deployment later"
+    return f"The Hugging Face Hub answered HTTP {status} for {what} at revision {revision}; {advice.retry}"
 
 
 class HubClient:
     """The few Hub HTTP calls the importer makes (standard library only)."""
 
-    def __init__(self, endpoint: str = DEFAULT_HUB, token: str | None = None, timeout: float = HTTP_TIMEOUT_S):
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_HUB,
+        token: str | None = None,
+        timeout: float = HTTP_TIMEOUT_S,
+        *,
+        advice: Advice = DEPLOY_ADVICE,
+    ):
         self.endpoint = endpoint.rstrip("/")
         self.token = token
         self.timeout = timeout
-        netloc = urllib.parse.urlparse(self.endpoint).netloc
-        self._opener = urllib.request.build_opener(_SameHostAuthRedirects(netloc))
+        self.advice = advice
+        self._opener = urllib.request.build_opener(_SameOriginAuthRedirects(self.endpoint))
 
     def _request(self, url: str, headers: Mapping[str, str] | None = None) -> urllib.request.Request:
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})  # noqa: S310
@@ -350,13 +438,14 @@ class HubClient:
                 revision=revision,
                 path=path,
                 has_token=bool(self.token),
+                advice=self.advice,
             )
             error.close()
             raise ImportFailure(message) from None
         except (urllib.error.URLError, TimeoutError, OSError) as error:
-            raise ImportFailure(
-                f"Cannot reach the Hugging Face Hub at {self.endpoint} ({error}). The importer runs outside the VPC "
-                "and needs internet access; retry the deployment, or set HF_ENDPOINT to a reachable mirror"
+            reason = getattr(error, "reason", error)
+            raise HubUnreachable(
+                f"Cannot reach the Hugging Face Hub at {self.endpoint} ({reason}). {self.advice.unreachable}"
             ) from None
 
     def revision_info(self, model_id: str, revision: str) -> RevisionInfo:
@@ -577,6 +666,7 @@ class ImportRequest:
     bucket: str
     prefix: str
     code_files: Mapping[str, bytes]
+    supported_model_types: tuple[str, ...]  # config.json model_type values the handler supports (the stack decides)
     kms_key_arn: str | None = None
 
     @property
@@ -674,6 +764,43 @@ class _Progress:
                 self.next += self.step
 
 
+@dataclass(frozen=True)
+class CheckedRevision:
+    """A revision that passed every check made before anything is copied (see :func:`check_revision`)."""
+
+    model_id: str
+    sha: str  # the commit the requested revision resolved to
+    files: tuple[HubFile, ...]  # what the artifact holds, config.json first
+    config_bytes: bytes
+    config: Mapping[str, Any]
+    model_type: str
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(f.size for f in self.files if f.path.endswith(".safetensors"))
+
+
+def check_revision(
+    hub: HubClient,
+    model_id: str,
+    revision: str,
+    *,
+    supported_model_types: Iterable[str],
+    deadline: Callable[[], None] = lambda: None,
+) -> CheckedRevision:
+    """Everything that can be known about a revision before its weights are copied, from the Hub's metadata and
+    config.json alone: the commit it resolves to, safetensors weights, tokenizer files, an entailment label and an
+    architecture the handler supports. The importer runs it at deploy time; ``zstc models pin`` before it."""
+    info = hub.revision_info(model_id, revision)
+    sha = info.sha or revision
+    selected = select_files(model_id, revision, info.files)
+    check_tokenizer_files(model_id, revision, info.files)
+    config_bytes = read_small_file(hub, model_id, sha, selected[0], deadline)
+    config = check_nli_config(model_id, revision, config_bytes)
+    model_type = check_architecture(model_id, revision, config, supported_model_types)
+    return CheckedRevision(model_id, sha, tuple(selected), config_bytes, config, model_type)
+
+
 def import_model(
     hub: HubClient,
     s3: Any,
@@ -695,28 +822,32 @@ def import_model(
         logger.info("Artifact %s exists (sha256 %s): nothing to copy", existing.url, existing.sha256)
         return existing
 
-    info = hub.revision_info(request.model_id, request.revision)
-    if info.sha and info.sha != request.revision:
+    # Metadata and config.json only: a model the endpoint could not serve fails before any weight is downloaded.
+    checked = check_revision(
+        hub,
+        request.model_id,
+        request.revision,
+        supported_model_types=request.supported_model_types,
+        deadline=deadline,
+    )
+    if checked.sha != request.revision:
         raise ImportFailure(
-            f"The Hub resolved revision {request.revision} of '{request.model_id}' to commit {info.sha}: "
+            f"The Hub resolved revision {request.revision} of '{request.model_id}' to commit {checked.sha}: "
             "model_revision must be a full 40-digit commit id"
         )
-    selected = select_files(request.model_id, request.revision, info.files)
+    selected = list(checked.files)
     total = sum(f.size for f in selected)
     logger.info(
-        "Copying %d files (%.1f MiB) of %s@%s to %s: %s",
+        "Copying %d files (%.1f MiB) of %s@%s (%s) to %s: %s",
         len(selected),
         total / MIB,
         request.model_id,
         request.revision,
+        checked.model_type,
         request.url,
         ", ".join(f.path for f in selected),
     )
-
-    # config.json first and on its own: a non-NLI model fails before any weight is downloaded.
-    config_file = selected[0]
-    config_bytes = _read_small(hub, request, config_file, deadline)
-    check_nli_config(request.model_id, request.revision, config_bytes)
+    config_file, config_bytes = selected[0], checked.config_bytes
 
     extra: dict[str, Any] = {
         "ContentType": "application/gzip",
@@ -801,17 +932,20 @@ def import_model(
     )
 
 
-def _read_small(hub: HubClient, request: ImportRequest, hub_file: HubFile, deadline: Callable[[], None]) -> bytes:
+def read_small_file(
+    hub: HubClient, model_id: str, revision: str, hub_file: HubFile, deadline: Callable[[], None] = lambda: None
+) -> bytes:
+    """A config or tokenizer file, read whole and verified against the Hub's metadata."""
     if hub_file.size > MAX_SMALL_FILE:
-        raise ImportFailure(f"'{hub_file.path}' of '{request.model_id}' is {hub_file.size} bytes: too large")
+        raise ImportFailure(f"'{hub_file.path}' of '{model_id}' is {hub_file.size} bytes: too large")
     stream = VerifiedStream(
         hub_file,
-        lambda offset: hub.open_file(request.model_id, request.revision, hub_file.path, offset),
+        lambda offset: hub.open_file(model_id, revision, hub_file.path, offset),
         deadline=deadline,
     )
     with stream:
         data = b"".join(iter(lambda: stream.read(READ_CHUNK), b""))
-        stream.verify(request.model_id)
+        stream.verify(model_id)
     return data
 
 

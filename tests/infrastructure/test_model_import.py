@@ -269,3 +269,22 @@ def test_a_handler_change_changes_the_resource_but_caches_do_not(tmp_path, monke
 
     assert with_cache == before
     assert changed != before
+
+
+def test_the_importer_is_given_the_handlers_supported_architectures(synth):
+    # The one list the handler owns, read at synth: the importer refuses any other architecture at deploy time
+    listed = json.loads(model_import_module.SUPPORTED_ARCHITECTURES.read_text())["model_types"]
+
+    props = synth().only("Custom::ModelImport")["Properties"]
+
+    assert props["SupportedModelTypes"] == sorted(set(listed))
+    assert {"bart", "deberta-v2", "xlm-roberta"} <= set(props["SupportedModelTypes"])
+
+
+@pytest.mark.parametrize("content", ['{"model_types": []}', '{"types": ["bart"]}', "not json", '{"model_types": [1]}'])
+def test_a_broken_architecture_list_fails_synthesis_naming_the_file(tmp_path, content):
+    path = tmp_path / "supported_architectures.json"
+    path.write_text(content)
+
+    with pytest.raises(ValueError, match=r"supported_architectures\.json"):
+        model_import_module.supported_model_types(path)

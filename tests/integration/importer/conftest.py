@@ -31,6 +31,10 @@ from moto import mock_aws
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 HANDLER_CODE_DIR = REPO_ROOT / "model" / "code"
+# The handler's one list of supported architectures, as the stack passes it to the importer.
+SUPPORTED_MODEL_TYPES = tuple(
+    json.loads((HANDLER_CODE_DIR / "supported_architectures.json").read_text())["model_types"]
+)
 MODEL_ID = "acme/tiny-nli"
 REVISION = "1" * 40
 BUCKET = "zstc-test-bucket"
@@ -332,6 +336,7 @@ def fx() -> SimpleNamespace:
         ASSETS_BUCKET=ASSETS_BUCKET,
         CODE_KEY=CODE_KEY,
         VALID_TOKEN=VALID_TOKEN,
+        SUPPORTED_MODEL_TYPES=SUPPORTED_MODEL_TYPES,
         model_files=model_files,
         code_zip=code_zip,
         FakeContext=FakeContext,

@@ -24,6 +24,7 @@ def test_staged_artifact_serves_zero_shot_requests(hub, fx, aws, tiny_model_dir,
         bucket=fx.BUCKET,
         prefix="models/",
         code_files=handler_code_files,
+        supported_model_types=fx.SUPPORTED_MODEL_TYPES,
     )
     result = import_model(HubClient(hub.base_url), aws.s3, request)
 

@@ -36,6 +36,7 @@ def make_request(fx, aws, code_files, *, prefix="models/", model_id=None, revisi
         bucket=fx.BUCKET,
         prefix=prefix,
         code_files=code_files,
+        supported_model_types=fx.SUPPORTED_MODEL_TYPES,
         kms_key_arn=aws.key_arn,
     )
 
@@ -243,3 +244,49 @@ def test_running_out_of_time_aborts_the_upload(hub, fx, aws, repo, handler_code_
 
     assert "Contents" not in aws.s3.list_objects_v2(Bucket=fx.BUCKET)
     assert not aws.s3.list_multipart_uploads(Bucket=fx.BUCKET).get("Uploads")
+
+
+def with_config(files: dict[str, bytes], **changes) -> dict[str, bytes]:
+    config = json.loads(files["config.json"])
+    config.update(changes)
+    return {**files, "config.json": json.dumps(config).encode()}
+
+
+def test_unsupported_architecture_is_refused_naming_the_supported_ones_before_downloading_weights(
+    hub, fx, aws, tiny_model_dir, handler_code_files
+):
+    # Given an NLI model whose architecture the handler does not support (e.g. a GPT-2 classifier)
+    hub.add(fx.MODEL_ID, fx.REVISION, with_config(fx.model_files(tiny_model_dir), model_type="gpt2"))
+
+    # When it is imported, Then the import fails naming the architecture and every supported one
+    with pytest.raises(ImportFailure) as failure:
+        import_model(HubClient(hub.base_url), aws.s3, make_request(fx, aws, handler_code_files))
+
+    message = str(failure.value)
+    assert "architecture 'gpt2' (config.json model_type)" in message
+    assert f"Supported: {', '.join(sorted(fx.SUPPORTED_MODEL_TYPES))}." in message
+    assert not hub.downloads("model.safetensors")
+    assert "Contents" not in aws.s3.list_objects_v2(Bucket=fx.BUCKET)
+
+
+def test_the_supported_list_is_the_one_passed_in(hub, fx, aws, repo, handler_code_files):
+    # The importer decides with the list it is given (the stack's), not a copy of its own
+    request = make_request(fx, aws, handler_code_files)
+    narrowed = ImportRequest(**{**request.__dict__, "supported_model_types": ("bert",)})
+
+    with pytest.raises(ImportFailure, match=r"architecture 'bart'.*Supported: bert\."):
+        import_model(HubClient(hub.base_url), aws.s3, narrowed)
+
+    assert import_model(HubClient(hub.base_url), aws.s3, request).copied is True
+
+
+def test_a_revision_without_tokenizer_files_is_refused_before_downloading_weights(
+    hub, fx, aws, tiny_model_dir, handler_code_files
+):
+    files = {k: v for k, v in fx.model_files(tiny_model_dir).items() if k not in ("tokenizer.json", "vocab.json")}
+    hub.add(fx.MODEL_ID, fx.REVISION, files)
+
+    with pytest.raises(ImportFailure, match=r"has no tokenizer files \(found: merges\.txt, special_tokens_map"):
+        import_model(HubClient(hub.base_url), aws.s3, make_request(fx, aws, handler_code_files))
+
+    assert not hub.downloads("model.safetensors")

@@ -31,6 +31,7 @@ def event(hub, fx, aws, request_type: str, **properties) -> dict:
             "KmsKeyArn": aws.key_arn,
             "HandlerCodeBucket": fx.ASSETS_BUCKET,
             "HandlerCodeKey": fx.CODE_KEY,
+            "SupportedModelTypes": list(fx.SUPPORTED_MODEL_TYPES),
             **properties,
         }
     )
@@ -155,3 +156,31 @@ def test_unexpected_error_is_reported_with_the_log_location(deployed, fx, aws):
     assert response["Status"] == "FAILED"
     assert "NoSuchKey" in response["Reason"]
     assert "CloudWatch Logs /aws/lambda/model-importer" in response["Reason"]
+
+
+def test_an_unsupported_architecture_fails_the_deployment_naming_the_supported_ones(deployed, fx, aws, tiny_model_dir):
+    files = fx.model_files(tiny_model_dir)
+    config = json.loads(files["config.json"])
+    deployed.add(
+        fx.MODEL_ID, fx.REVISION, {**files, "config.json": json.dumps({**config, "model_type": "t5"}).encode()}
+    )
+
+    response = respond(deployed, fx, aws, "Create")["body"]
+
+    assert response["Status"] == "FAILED"
+    assert "architecture 't5'" in response["Reason"]
+    assert "Supported: " + ", ".join(sorted(fx.SUPPORTED_MODEL_TYPES)) in response["Reason"]
+    assert keys(aws, fx) == set()
+
+
+def test_supported_model_types_may_arrive_as_one_comma_separated_string(deployed, fx, aws):
+    response = respond(deployed, fx, aws, "Create", SupportedModelTypes="bert, bart")["body"]
+
+    assert response["Status"] == "SUCCESS"
+
+
+def test_a_template_without_supported_model_types_fails_clearly(deployed, fx, aws):
+    response = respond(deployed, fx, aws, "Create", SupportedModelTypes="")["body"]
+
+    assert response["Status"] == "FAILED"
+    assert "Property SupportedModelTypes is missing" in response["Reason"]

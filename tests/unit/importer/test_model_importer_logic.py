@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import urllib.request
 import zipfile
 from http.client import IncompleteRead
 
@@ -12,12 +13,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from model_importer_logic import (
+    Advice,
     HubFile,
     ImportFailure,
     MultipartWriter,
     VerifiedStream,
+    _SameOriginAuthRedirects,
     artifact_key,
+    check_architecture,
     check_nli_config,
+    check_tokenizer_files,
     code_hash,
     delete_artifact,
     hub_error_message,
@@ -402,3 +407,85 @@ def test_token_is_read_from_plain_or_json_secrets(secret, token):
 def test_an_empty_secret_is_refused():
     with pytest.raises(ImportFailure, match="Secret 'hf/token' holds no Hugging Face token"):
         token_from_secret('{"other": "x"}', "hf/token")
+
+
+# --- check_tokenizer_files / check_architecture ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["tokenizer.json"],
+        ["vocab.txt", "tokenizer_config.json"],
+        ["vocab.json", "merges.txt"],
+        ["spm.model", "tokenizer_config.json"],
+        ["sentencepiece.bpe.model"],
+    ],
+)
+def test_each_tokenizer_family_is_accepted(names):
+    check_tokenizer_files(MODEL, REV, [hub_file(n) for n in ["config.json", "model.safetensors", *names]])
+
+
+@pytest.mark.parametrize(
+    "names", [["tokenizer_config.json", "special_tokens_map.json"], ["vocab.json"], ["onnx/tokenizer.json"]]
+)
+def test_a_revision_without_a_loadable_tokenizer_is_refused(names):
+    with pytest.raises(ImportFailure, match=r"has no tokenizer files"):
+        check_tokenizer_files(MODEL, REV, [hub_file(n) for n in ["config.json", "model.safetensors", *names]])
+
+
+def test_a_supported_architecture_is_returned():
+    assert check_architecture(MODEL, REV, {"model_type": "deberta-v2"}, ["bart", "deberta-v2"]) == "deberta-v2"
+
+
+@pytest.mark.parametrize(("config", "shown"), [({"model_type": "gpt2"}, "'gpt2'"), ({}, "no model_type")])
+def test_an_unsupported_architecture_names_the_supported_ones(config, shown):
+    with pytest.raises(ImportFailure) as failure:
+        check_architecture(MODEL, REV, config, ["roberta", "bart", "bert"])
+
+    assert f"architecture {shown} (config.json model_type)" in str(failure.value)
+    assert "Supported: bart, bert, roberta." in str(failure.value)
+
+
+def test_an_empty_supported_list_refuses_everything():
+    with pytest.raises(ImportFailure, match="No supported architectures"):
+        check_architecture(MODEL, REV, {"model_type": "bart"}, [])
+
+
+# --- the token on redirects (issue 13 item 5) -----------------------------------------------------------------------
+
+
+def redirected(hub_url: str, target: str) -> urllib.request.Request:
+    request = urllib.request.Request(f"{hub_url}/acme/nli/resolve/{REV}/config.json")
+    request.add_header("Authorization", "Bearer hf_secret")
+    new = _SameOriginAuthRedirects(hub_url).redirect_request(request, None, 302, "Found", {}, target)
+    assert new is not None
+    return new
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://huggingface.co/acme/nli/resolve/main/config.json",  # https -> http, same host: clear text
+        "https://cdn-lfs.huggingface.co/repos/ab/cd/file?X-Amz-Signature=1",  # another host
+        "https://huggingface.co:8443/acme/nli/config.json",  # another port
+    ],
+)
+def test_the_token_is_dropped_on_any_scheme_host_or_port_change(target):
+    assert not redirected("https://huggingface.co", target).has_header("Authorization")
+
+
+def test_the_token_is_kept_on_the_hubs_own_origin_whatever_the_case():
+    new = redirected("https://huggingface.co", "https://HuggingFace.co/api/resolve-cache/x")
+
+    assert new.get_header("Authorization") == "Bearer hf_secret"
+
+
+def test_cli_advice_replaces_the_deployment_hints():
+    advice = Advice(holder="the token in $HF_TOKEN", authenticate="pass --token-env HF_TOKEN", retry="retry later")
+
+    message = hub_error_message(
+        401, "GatedRepo", model_id=MODEL, revision=REV, path="config.json", has_token=False, advice=advice
+    )
+
+    assert message.endswith("pass --token-env HF_TOKEN") and "hf_token_secret" not in message
