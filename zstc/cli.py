@@ -7,7 +7,6 @@ Every command has ``--help``. Failures print one line saying what is wrong and w
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -55,39 +55,31 @@ def _stack(stack_name: str, region: str | None) -> tuple[Any, StackOutputs]:
     return aws, find_stack(aws, stack_name)
 
 
-def _parameters(labels: tuple[str, ...], multi_label: bool, template: str | None) -> dict[str, Any]:
-    parameters: dict[str, Any] = {"candidate_labels": list(labels), "multi_label": multi_label}
-    if template is not None:
-        parameters["hypothesis_template"] = template
-    return parameters
-
-
-def _first_result(body: bytes) -> dict[str, Any]:
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = json.loads(text.split("\n")[0]) if text else {}
-    if isinstance(value, list):
-        value = value[0] if value else {}
-    if not isinstance(value, dict):
-        raise ZstcError(f"Unexpected answer from the model: {text[:200]}")
-    return value
-
-
-def _show_classification(result: dict[str, Any], as_json: bool) -> None:
-    if result.get("error"):
-        raise ZstcError(f"The model rejected the request: {result['error']}")
+def _show_classification(result: Any, as_json: bool) -> None:
+    if result.error:
+        raise ZstcError(f"The model rejected the request: {result.error}")
     if as_json:
-        out.print_json(data=result)
+        answer = {key: value for key, value in result.to_dict().items() if key in ("sequence", "labels", "scores")}
+        out.print_json(data=answer)
         return
-    table = Table(title=result.get("sequence", ""), title_justify="left")
+    table = Table(title=results.plain(result.sequence or ""), title_justify="left")
     table.add_column("label")
     table.add_column("score", justify="right")
     table.add_column("")
-    for label, score in zip(result.get("labels", []), result.get("scores", []), strict=False):
-        table.add_row(str(label), f"{score:.4f}", "█" * round(float(score) * 30))
+    for label, score in zip(result.labels, result.scores, strict=False):
+        table.add_row(results.plain(label), f"{score:.4f}", "█" * round(float(score) * 30))
     out.print(table)
+
+
+def _classifier(local: str | None, stack: str, region: str | None) -> Any:
+    """The API's classifier for a command: in-process on a model directory, or the stack's endpoint."""
+    from zstc.client import Classifier
+
+    if local:
+        if local == "tiny":
+            err.print("[bold yellow]Tiny random model: the scores are meaningless (it only shows the plumbing).")
+        return Classifier.local(local)
+    return Classifier.from_stack(stack, region)
 
 
 @app.command()
@@ -107,7 +99,7 @@ def classify(
             "tiny random model) instead of calling the deployed endpoint.",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
     stack: StackOption = DEFAULT_STACK_NAME,
     region: RegionOption = None,
 ) -> None:
@@ -118,31 +110,9 @@ def classify(
     inputs.check_template(template)
     if not text.strip():
         raise InputError('The text is empty: pass the text to classify, e.g. zstc classify "Run a marathon" ...')
-    body = json.dumps({"inputs": text, "parameters": _parameters(label_list, multi_label, template)}).encode()
-    if local:
-        from zstc.inprocess import InProcessHandler, resolve_model
-
-        model_dir = resolve_model(local)
-        if local == "tiny":
-            err.print("[bold yellow]Tiny random model: the scores are meaningless (it only shows the plumbing).")
-        with InProcessHandler(model_dir) as handler:
-            answer = handler.invoke(body, "application/json", "application/json")
-    else:
-        from zstc.stack import client
-
-        aws, outputs = _stack(stack, region)
-        if not outputs.endpoint_name:
-            raise ZstcError(
-                f"Stack '{stack}' has no real-time endpoint (endpoint_mode=none). Deploy one with "
-                '`make deploy CDK_ARGS="-c endpoint_mode=serverless"`, use `zstc submit`, or pass --local MODEL.'
-            )
-        runtime = client(aws, "sagemaker-runtime")
-        with errors.aws_errors(aws.region_name):
-            response = runtime.invoke_endpoint(
-                EndpointName=outputs.endpoint_name, ContentType="application/json", Accept="application/json", Body=body
-            )
-        answer = response["Body"].read()
-    _show_classification(_first_result(answer), as_json)
+    with _classifier(local, stack, region) as classifier:
+        result = classifier.classify(text, label_list, multi_label=multi_label, hypothesis_template=template)
+    _show_classification(result, as_json)
 
 
 def _options(
@@ -170,18 +140,20 @@ def _options(
 
 
 def _report_problems(prepared: inputs.PreparedInput) -> None:
-    problems = prepared.problems
+    """Warnings about the file and its problem lines (user text escaped: never read as markup)."""
     if prepared.blank_lines:
         err.print(f"[dim]{prepared.blank_lines} blank line(s) skipped.")
-    if problems:
+    for warning in prepared.warnings:
+        err.print(results.plain(f"warning: {warning}"), style="yellow")
+    if prepared.problem_count:
         err.print(
-            f"[yellow]{len(problems)} of {len(prepared.records)} record(s) have problems; they are sent anyway and "
+            f"[yellow]{prepared.problem_count} of {prepared.count} record(s) have problems; they are sent anyway and "
             "come back as error rows:"
         )
-        for record in problems[:5]:
-            err.print(f"[yellow]  line {record.line} (id {record.id}): {record.problem}")
-        if len(problems) > 5:
-            err.print(f"[yellow]  … and {len(problems) - 5} more")
+        for record in prepared.problems[:5]:
+            err.print(results.plain(f"  line {record.line} (id {record.id}): {record.problem}"), style="yellow")
+        if prepared.problem_count > 5:
+            err.print(f"[yellow]  … and {prepared.problem_count - 5} more")
 
 
 def follow(
@@ -196,12 +168,11 @@ def follow(
     output: Path | None,
     rows: int = 10,
     on_poll: Any = None,
-) -> list[results.Result]:
+) -> results.Summary:
     """Wait for the output of an uploaded file with a live display, then join, write and summarise the results."""
-    from zstc.stack import client
-    from zstc.submit import Watcher, wait_for_output
+    from zstc.submit import Submission, finish
 
-    watcher = Watcher(s3=client(aws, "s3"), sagemaker=client(aws, "sagemaker"), stack=stack, state=state)
+    submission = Submission(aws=aws, stack=stack, prepared=prepared, state=state, state_file=state_file)
     seen: list[str] = []
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
@@ -217,24 +188,16 @@ def follow(
                     update.stage, update.stage
                 )
                 job = f" ({update.job_name})" if update.job_name and update.stage.startswith("job") else ""
-                progress.console.print(f"[green]✓[/] {label}{job}")
-                if update.job_name and state.job_name == update.job_name and state.status == "uploaded":
-                    state.save(state_file)
-            progress.update(task, description=f"{update.stage}{' — ' + update.detail if update.detail else ''}")
+                progress.console.print("[green]✓[/] ", results.plain(f"{label}{job}"), sep="")
+            detail = f" — {update.detail}" if update.detail else ""
+            progress.update(task, description=escape(results.terminal_safe(f"{update.stage}{detail}")))
 
         with errors.aws_errors(stack.region):
-            try:
-                body = wait_for_output(watcher, poll_seconds=poll, timeout_seconds=timeout, on_progress=on_progress)
-            except errors.JobFailedError:
-                state.status = "failed"
-                state.save(state_file)
-                raise
-    joined = results.join(prepared, results.parse_output(body))
-    target = results.write_results(prepared, joined, output)
-    state.status, state.results = "done", str(target)
-    state.save(state_file)
-    results.show_summary(out, joined, target=target, rows=rows)
-    return joined
+            target, summary = finish(
+                submission, poll=poll, timeout=timeout, output=output, on_progress=on_progress, rows=rows
+            )
+    results.show_summary(out, summary, target=target, rows=rows)
+    return summary
 
 
 @app.command()
@@ -261,39 +224,37 @@ def submit(
     region: RegionOption = None,
 ) -> None:
     """Upload a file for batch classification, wait for it, and write FILE.results.csv/.jsonl."""
-    from zstc.stack import client
-    from zstc.submit import SubmitState, new_state, state_path, upload
+    from zstc.submit import start
 
     options = _options(text_column, id_column, labels, label_column, multi_label, template, encoding, file_format)
     prepared = inputs.prepare(file, options)
     _report_problems(prepared)
-    state_file = state_path(file)
-    if state_file.exists() and not force:
-        previous = SubmitState.load(state_file)
-        if previous.status in ("uploading", "uploaded") and previous.sha256 == prepared.sha256:
-            raise ZstcError(
-                f"{file.name} was already submitted (s3://{previous.bucket}/{previous.key}). Run `zstc wait {file}` "
-                "to follow it, or pass --force to upload it again."
-            )
     aws, outputs = _stack(stack, region)
-    state = new_state(outputs, prepared, options)
-    s3 = client(aws, "s3")
-    size = len(prepared.body)
+    # Checks that may stop the submission before anything is uploaded (e.g. a cost estimate) go in `before_upload`.
+    before_upload = None
     with (
         errors.aws_errors(outputs.region),
         Progress(TextColumn("uploading"), BarColumn(), DownloadColumn(), console=err, transient=True) as progress,
     ):
-        task = progress.add_task("upload", total=size)
-        upload(s3, state, prepared, state_file, lambda sent: progress.advance(task, sent))
-    err.print(f"[green]✓[/] uploaded {len(prepared.records)} records to s3://{state.bucket}/{state.key}")
+        task = progress.add_task("upload", total=prepared.size)
+        submission = start(
+            aws,
+            outputs,
+            prepared,
+            resume=False,
+            force=force,
+            before_upload=before_upload,
+            on_upload_progress=lambda sent: progress.advance(task, sent),
+        )
+    err.print("[green]✓[/] ", results.plain(f"uploaded {prepared.count} records to {submission.uri}"), sep="")
     if no_wait:
-        err.print(f"Not waiting. Follow it with: zstc wait {file}")
+        err.print("Not waiting. Follow it with: ", results.plain(f"zstc wait {file}"), sep="")
         return
     follow(
         aws=aws,
         stack=outputs,
-        state=state,
-        state_file=state_file,
+        state=submission.state,
+        state_file=submission.state_file,
         prepared=prepared,
         poll=poll,
         timeout=timeout,
@@ -309,8 +270,8 @@ def wait(
     output: Annotated[Path | None, typer.Option(help="Results file (default: FILE.results.csv/.jsonl).")] = None,
 ) -> None:
     """Resume waiting for a submitted file (after --no-wait, Ctrl-C or a timeout) and write its results."""
-    from zstc.stack import client, find_stack, session
-    from zstc.submit import SubmitState, state_path, upload, uploaded_object
+    from zstc.stack import find_stack, session
+    from zstc.submit import SubmitState, resume_upload, state_path
 
     state_file = state_path(file)
     if not state_file.exists():
@@ -324,12 +285,9 @@ def wait(
         )
     aws = session(state.region)
     outputs = find_stack(aws, state.stack_name)
-    s3 = client(aws, "s3")
     with errors.aws_errors(state.region):
-        if state.status == "uploading" or uploaded_object(s3, state) is None:
-            err.print("The upload was interrupted; finishing it.")
-            upload(s3, state, prepared, state_file)
-    err.print(f"Following s3://{state.bucket}/{state.key}")
+        resume_upload(aws, state, prepared, state_file, on_resume=err.print)
+    err.print(results.plain(f"Following s3://{state.bucket}/{state.key}"))
     follow(
         aws=aws,
         stack=outputs,
@@ -466,22 +424,8 @@ def evaluate(
     if len(candidate) < 2:
         raise InputError(f"Need at least two labels to evaluate; got {list(candidate)}. Pass --labels.")
     inputs.check_template(template)
-    if local:
-        from zstc.inprocess import InProcessHandler, resolve_model
-
-        if local == "tiny":
-            err.print("[bold yellow]Tiny random model: the scores are meaningless (it only shows the plumbing).")
-        with InProcessHandler(resolve_model(local)) as handler:
-            predictions = evaluation.classify_all(handler.invoke, dataset.texts, candidate, template, progress_to=err)
-    else:
-        from zstc.stack import client
-
-        aws, outputs = _stack(stack, region)
-        if not outputs.endpoint_name:
-            raise ZstcError(f"Stack '{stack}' has no real-time endpoint: pass --local MODEL, or deploy an endpoint.")
-        invoke = evaluation.endpoint_invoker(client(aws, "sagemaker-runtime"), outputs.endpoint_name)
-        with errors.aws_errors(outputs.region):
-            predictions = evaluation.classify_all(invoke, dataset.texts, candidate, template, progress_to=err)
+    with _classifier(local, stack, region) as classifier:
+        predictions = evaluation.classify_all(classifier, dataset.texts, candidate, template, progress_to=err)
     report = evaluation.metrics(dataset.truth, predictions, labels=list(candidate))
     if as_json:
         out.print_json(data=report.to_json())
@@ -547,7 +491,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except ZstcError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False)
+        err.print("[bold red]error:[/] ", results.plain(error), sep="", highlight=False)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err.print(INTERRUPTED)
@@ -564,7 +508,7 @@ def main() -> None:
                 err.print(INTERRUPTED)
                 sys.exit(130)
             raise
-        err.print(f"[bold red]error:[/] {message}", highlight=False)
+        err.print("[bold red]error:[/] ", results.plain(message), sep="", highlight=False)
         sys.exit(errors.AwsSetupError.exit_code)
     if code == 130:  # typer turns Ctrl-C into exit code 130
         err.print(INTERRUPTED)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from zstc.errors import InputError, ZstcError
-from zstc.inputs import read_text
-
-Invoke = Callable[[bytes, str, str], bytes]
-CHUNK = 16  # records per request: a MultiRecord JSON Lines body, as batch transform sends
+from zstc.errors import InputError
+from zstc.inputs import csv_dicts
 
 
 @dataclass(frozen=True)
@@ -32,13 +26,16 @@ class Dataset:
 def load_labelled(
     path: Path, *, text_column: str, label_column: str, encoding: str = "utf-8", limit: int | None = None, seed: int = 0
 ) -> Dataset:
-    text = read_text(path, encoding)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    columns = [column for column in reader.fieldnames or [] if column]
+    header, reader = csv_dicts(path, encoding)
+    columns = [column for column in header if column]
     for name, option in ((text_column, "--text-column"), (label_column, "--label-column")):
         if name not in columns:
             raise InputError(f"{path.name} has no column '{name}'. Its columns: {', '.join(columns)}. Pass {option}.")
-    rows = [row for row in reader if (row.get(text_column) or "").strip() and (row.get(label_column) or "").strip()]
+    rows = [
+        {text_column: row[text_column], label_column: row[label_column]}
+        for _, row in reader
+        if row[text_column].strip() and row[label_column].strip()
+    ]
     if not rows:
         raise InputError(f"{path.name} has no rows with both a '{text_column}' and a '{label_column}'.")
     if limit is not None and limit < len(rows):
@@ -47,49 +44,27 @@ def load_labelled(
     return Dataset(texts=[row[text_column] for row in rows], truth=truth, classes=tuple(sorted(set(truth))))
 
 
-def endpoint_invoker(runtime: Any, endpoint_name: str) -> Invoke:
-    def invoke(body: bytes, content_type: str, accept: str) -> bytes:
-        response = runtime.invoke_endpoint(
-            EndpointName=endpoint_name, ContentType=content_type, Accept=accept, Body=body
-        )
-        return bytes(response["Body"].read())
-
-    return invoke
-
-
 def classify_all(
-    invoke: Invoke,
+    classifier: Any,
     texts: Sequence[str],
     labels: Sequence[str],
     template: str | None,
     *,
     progress_to: Console | None = None,
 ) -> list[str | None]:
-    """Top label per text (None where the model answered with an error)."""
-    parameters: dict[str, Any] = {"candidate_labels": list(labels), "multi_label": False}
-    if template:
-        parameters["hypothesis_template"] = template
-    predictions: list[str | None] = []
+    """Top label per text (None where the model answered with an error), through the Python API's classifier."""
     with Progress(
         TextColumn("classifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=progress_to, transient=True, disable=progress_to is None,
     ) as progress:  # fmt: skip
         task = progress.add_task("classify", total=len(texts))
-        for start in range(0, len(texts), CHUNK):
-            chunk = texts[start : start + CHUNK]
-            body = "\n".join(
-                json.dumps({"id": str(start + i), "inputs": text, "parameters": parameters}, ensure_ascii=False)
-                for i, text in enumerate(chunk)
-            )
-            answer = invoke(body.encode("utf-8"), "application/jsonlines", "application/jsonlines")
-            lines = [line for line in answer.decode("utf-8").split("\n") if line.strip()]
-            if len(lines) != len(chunk):
-                raise ZstcError(f"The model answered {len(lines)} lines for {len(chunk)} records.")
-            for line in lines:
-                result = json.loads(line)
-                predictions.append(result["labels"][0] if result.get("labels") else None)
-            progress.advance(task, len(chunk))
-    return predictions
+        answers = classifier.classify(
+            list(texts),
+            list(labels),
+            hypothesis_template=template,
+            progress=lambda done: progress.advance(task, done),
+        )
+    return [answer.label for answer in answers]
 
 
 @dataclass(frozen=True)

@@ -7,21 +7,22 @@ FILE`` finds the object (or finishes the upload) and resumes waiting.
 
 from __future__ import annotations
 
-import io
 import json
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
+from zstc import results
 from zstc.errors import InputError, JobFailedError, StillWaitingError, ZstcError
 from zstc.inputs import Options, PreparedInput
-from zstc.stack import StackOutputs
+from zstc.stack import StackOutputs, client
 
 STATE_VERSION = 1
 SUBMIT_FOLDER = "zstc"  # uploads land under <input prefix>zstc/
@@ -122,9 +123,8 @@ def upload(
     state.save(state_file)
     head = uploaded_object(s3, state)
     if head is None:
-        body = prepared.body
         s3.upload_fileobj(
-            io.BytesIO(body),
+            prepared.open_body(),
             state.bucket,
             state.key,
             ExtraArgs={"ContentType": "application/jsonlines", "Metadata": {"zstc-sha256": state.sha256}},
@@ -218,14 +218,13 @@ class Watcher:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def poll(self) -> tuple[Progress, bytes | None]:
-        """One look. Returns the progress and, when ready, the output body. Raises JobFailedError on failure."""
+    def poll(self) -> tuple[Progress, str | None]:
+        """One look. Returns the progress and, when ready, the output's key. Raises JobFailedError on failure."""
         state = self.state
         output_key = self.stack.output_key(state.key)
         _, failure_key = self.stack.status_keys(state.key)
         if self._exists(output_key):
-            body = self.s3.get_object(Bucket=self.stack.bucket, Key=output_key)["Body"].read()
-            return Progress(stage="outputs ready", job_name=state.job_name, job_state="Completed"), body
+            return Progress(stage="outputs ready", job_name=state.job_name, job_state="Completed"), output_key
         if self._exists(failure_key):
             record = self._read_json(failure_key)
             reason = (
@@ -260,14 +259,15 @@ def wait_for_output(
     timeout_seconds: float,
     on_progress: Callable[[Progress], None],
     sleep: Callable[[float], None] = time.sleep,
-) -> bytes:
+) -> str:
+    """Poll until the output is there; returns its key. Raises JobFailedError or StillWaitingError."""
     started = time.monotonic()
     failed_since: float | None = None
     while True:
-        progress, body = watcher.poll()
+        progress, output_key = watcher.poll()
         on_progress(progress)
-        if body is not None:
-            return body
+        if output_key is not None:
+            return output_key
         if progress.job_state in ("Failed", "Stopped"):
             failed_since = failed_since or time.monotonic()
             if time.monotonic() - failed_since > max(30.0, 3 * poll_seconds):
@@ -281,3 +281,150 @@ def wait_for_output(
                 f"run `zstc wait {watcher.state.file}` to resume. If nothing starts, check the dead-letter queue."
             )
         sleep(poll_seconds)
+
+
+def download_output(s3: Any, bucket: str, key: str) -> IO[bytes]:
+    """The output object in a temporary file (streamed: never whole in memory), rewound."""
+    handle: IO[bytes] = tempfile.TemporaryFile(prefix="zstc-output-")  # noqa: SIM115 - the caller closes it
+    try:
+        s3.download_fileobj(bucket, key, handle)
+    except BaseException:
+        handle.close()
+        raise
+    handle.seek(0)
+    return handle
+
+
+# --- the whole flow, shared by `zstc submit` / `zstc wait` and Classifier.submit ---------------------------------
+
+
+BeforeUpload = Callable[[PreparedInput, StackOutputs], None]
+
+
+@dataclass(kw_only=True)
+class Submission:
+    """A file on its way through the batch path: what was uploaded, where, and its state file."""
+
+    aws: Any
+    stack: StackOutputs
+    prepared: PreparedInput
+    state: SubmitState
+    state_file: Path
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.state.bucket}/{self.state.key}"
+
+
+def pending(state_file: Path, prepared: PreparedInput) -> SubmitState | None:
+    """An earlier submission of the same content that is not finished (uploading or uploaded), if there is one."""
+    if not state_file.exists():
+        return None
+    previous = SubmitState.load(state_file)
+    if previous.status in ("uploading", "uploaded") and previous.sha256 == prepared.sha256:
+        return previous
+    return None
+
+
+def start(
+    aws: Any,
+    stack: StackOutputs,
+    prepared: PreparedInput,
+    *,
+    resume: bool,
+    force: bool = False,
+    before_upload: BeforeUpload | None = None,
+    on_upload_progress: Callable[[int], None] | None = None,
+    on_resume: Callable[[str], None] | None = None,
+) -> Submission:
+    """Upload ``prepared`` once, or pick up its pending earlier submission.
+
+    ``resume=False`` (``zstc submit``) refuses when the same content is pending; ``resume=True``
+    (``Classifier.submit``) continues it instead, finishing an interrupted upload. ``before_upload`` runs after
+    validation and before anything is uploaded: the one place for checks that may stop a submission (such as a cost
+    estimate to confirm); it raises to stop. ``force`` uploads again even when the same content is pending.
+    """
+    state_file = state_path(prepared.path)
+    previous = None if force else pending(state_file, prepared)
+    s3 = client(aws, "s3")
+    if previous is not None:
+        if not resume:
+            raise ZstcError(
+                f"{prepared.path.name} was already submitted (s3://{previous.bucket}/{previous.key}). Run "
+                f"`zstc wait {prepared.path}` to follow it, or pass --force to upload it again."
+            )
+        resume_upload(aws, previous, prepared, state_file, on_resume=on_resume, progress=on_upload_progress)
+        return Submission(aws=aws, stack=stack, prepared=prepared, state=previous, state_file=state_file)
+    if before_upload is not None:
+        before_upload(prepared, stack)
+    state = new_state(stack, prepared, prepared.options)
+    upload(s3, state, prepared, state_file, on_upload_progress)
+    return Submission(aws=aws, stack=stack, prepared=prepared, state=state, state_file=state_file)
+
+
+def resume_upload(
+    aws: Any,
+    state: SubmitState,
+    prepared: PreparedInput,
+    state_file: Path,
+    *,
+    on_resume: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Finish an interrupted upload (nothing to do when the object is there with our content)."""
+    s3 = client(aws, "s3")
+    if state.status == "uploading" or uploaded_object(s3, state) is None:
+        if on_resume is not None:
+            on_resume("The upload was interrupted; finishing it.")
+        upload(s3, state, prepared, state_file, progress)
+
+
+def finish(
+    submission: Submission,
+    *,
+    poll: float,
+    timeout: float,
+    output: Path | None,
+    on_progress: Callable[[Progress], None],
+    rows: int = 10,
+    on_result: Callable[[results.Result], None] | None = None,
+) -> tuple[Path, results.Summary]:
+    """Wait for the output, join it to the input rows (streamed), write the results file and mark the state done.
+
+    Every result also goes to ``on_result`` (in input order) when given. Returns the results file and a summary.
+    """
+    state, state_file = submission.state, submission.state_file
+    s3 = client(submission.aws, "s3")
+    watcher = Watcher(s3=s3, sagemaker=client(submission.aws, "sagemaker"), stack=submission.stack, state=state)
+
+    def progress(update: Progress) -> None:
+        if update.job_name and state.job_name == update.job_name and state.status == "uploaded":
+            state.save(state_file)
+        on_progress(update)
+
+    try:
+        output_key = wait_for_output(watcher, poll_seconds=poll, timeout_seconds=timeout, on_progress=progress)
+    except JobFailedError:
+        state.status = "failed"
+        state.save(state_file)
+        raise
+    summary = results.Summary(rows=rows)
+    with download_output(s3, submission.stack.bucket, output_key) as body:
+
+        def lines() -> Any:
+            body.seek(0)
+            return results.iter_output(body)
+
+        joined = results.join_stream(submission.prepared, lines)
+        if on_result is not None:
+            joined = _tee(joined, on_result)
+        target = results.write_results(submission.prepared, joined, output, summary=summary)
+    state.status, state.results = "done", str(target)
+    state.save(state_file)
+    return target, summary
+
+
+def _tee(items: Any, sink: Callable[[results.Result], None]) -> Any:
+    for item in items:
+        sink(item)
+        yield item

@@ -85,7 +85,7 @@ def test_csv_label_column_gives_each_row_its_labels(tmp_path):
 def test_undecodable_bytes_name_the_offset_and_the_option(tmp_path):
     path = tmp_path / "a.csv"
     path.write_bytes(b"text\ncaf\xe9\n")
-    with pytest.raises(InputError, match=r"not valid utf-8 \(byte 0xe9 at offset 8\).*--encoding"):
+    with pytest.raises(InputError, match=r"not valid utf-8 on line 2 \(byte 0xe9 at offset 8\).*--encoding"):
         prepare(path, Options(labels=("a",)))
     assert json.loads(prepare(path, Options(labels=("a",), encoding="cp1252")).records[0].payload)["inputs"] == "café"
 
