@@ -19,6 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, Te
 from rich.table import Table
 
 from zstc import errors, inputs, results
+from zstc.doctor import doctor
 from zstc.errors import InputError, ZstcError
 from zstc.stack import DEFAULT_STACK_NAME, StackOutputs
 
@@ -482,6 +483,8 @@ def demo(
 
     run_demo(input_file=input_file, model=model, labels=labels, output=output, out=out, err=err)
 
+
+app.command()(doctor)
 
 INTERRUPTED = "Interrupted. Anything already uploaded is kept: `zstc wait FILE` resumes a submitted file."
 
