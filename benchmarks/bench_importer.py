@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from model_importer_logic import HubClient, ImportRequest, import_model  # noqa: E402
 
+from zstc.models import supported_model_types  # noqa: E402
 from zstc.tiny_model import cached_tiny_model  # noqa: E402
 
 MODEL_ID = "bench/nli"
@@ -121,7 +122,14 @@ def main() -> None:
     metadata = file_metadata(model_dir)
     server = serve(model_dir, metadata)
     code = {"inference.py": (ROOT / "model" / "code" / "inference.py").read_bytes()}
-    request = ImportRequest(model_id=MODEL_ID, revision=REVISION, bucket="b", prefix="models/", code_files=code)
+    request = ImportRequest(
+        model_id=MODEL_ID,
+        revision=REVISION,
+        bucket="b",
+        prefix="models/",
+        code_files=code,
+        supported_model_types=supported_model_types(),
+    )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     s3 = CountingS3()
     started = time.perf_counter()

@@ -21,6 +21,7 @@ from rich.table import Table
 from zstc import errors, inputs, results
 from zstc.doctor import doctor
 from zstc.errors import InputError, ZstcError
+from zstc.models import app as models_app
 from zstc.stack import DEFAULT_STACK_NAME, StackOutputs
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.add_typer(models_app)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 

@@ -353,6 +353,9 @@ class Advice:
     private: str = "if it is private, store a read token in a Secrets Manager secret and set -c hf_token_secret=<name>"
     grant: str = "or store a token with read access in the secret"
     retry: str = "retry the deployment later"
+    revision: str = (
+        "Set model_revision to a 40-digit commit of the model (the model page: Files and versions → History)"
+    )
     unreachable: str = (
         "The importer runs outside the VPC and needs internet access; retry the deployment, or set HF_ENDPOINT to "
         "a reachable mirror"
@@ -381,7 +384,7 @@ def hub_error_message(
     if error_code == "RevisionNotFound":
         return (
             f"Revision {revision} of model '{model_id}' was not found on the Hugging Face Hub (HTTP {status}). "
-            "Set model_revision to a 40-digit commit of the model (the model page: Files and versions → History)"
+            f"{advice.revision}"
         )
     if error_code == "EntryNotFound":
         return f"The Hub has no {what} at revision {revision} (HTTP {status}, EntryNotFound)"
