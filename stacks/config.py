@@ -92,6 +92,8 @@ class Settings:
     model_data_url: str | None = None
     hf_token_secret: str | None = None
     inference_batch_size: int = 16
+    # The deployment's default NLI hypothesis, used by records that give none (the handler's default; cdk.json).
+    hypothesis_template: str = "This example is {}."
 
     # Real-time endpoint
     endpoint_mode: str = "serverless"
@@ -245,6 +247,19 @@ def _boolean(key: str, raw: Any) -> bool:
     raise _fail(key, raw, "true or false", "true")
 
 
+def _hypothesis_template(key: str, raw: Any) -> str:
+    """A template with exactly one ``{}``, by the handler's own rule (model/code/zstc_handler_settings.py)."""
+    from stacks.serving_env import hypothesis_template_problem  # imported late: serving_env imports this module
+
+    problem = hypothesis_template_problem(raw) if isinstance(raw, str) else f"is a {type(raw).__name__}"
+    if problem is not None:
+        raise ConfigError(
+            f"Invalid value for '{key}': {raw!r} {problem}. Give one {{}} where the label goes, "
+            f'e.g. -c {key}="This example is {{}}." or -c {key}="この文章は{{}}に関するものです。"'
+        )
+    return raw
+
+
 _INSTANCE = _string(INSTANCE_TYPE, "a SageMaker instance type starting with 'ml.'", "ml.m5.xlarge")
 
 # The single-type key of earlier versions: still accepted (a list of one), but not together with the list.
@@ -322,6 +337,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "model_data_url": _optional(S3_URL, "an s3:// URL of a model.tar.gz", "s3://my-bucket/models/model.tar.gz"),
     "hf_token_secret": _optional(SECRET_NAME, "a Secrets Manager secret name", "hf/token"),
     "inference_batch_size": _integer(1, 512, 16),
+    "hypothesis_template": _hypothesis_template,
     "endpoint_mode": _choice(ENDPOINT_MODES),
     "endpoint_instance_type": _INSTANCE,
     "endpoint_min_instances": _integer(1, 100, 1),

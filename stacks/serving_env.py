@@ -8,13 +8,45 @@ those read by the Hugging Face inference toolkit (``sagemaker_inference.paramete
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
+from pathlib import Path
+from types import ModuleType
 from typing import Final
 
 from stacks.config import GPU_FAMILIES, instance_family
 
-HANDLER_BATCH_SIZE_ENV: Final = "ZSTC_BATCH_SIZE"
+
+def _handler_settings() -> ModuleType:
+    """model/code/zstc_handler_settings.py: the handler's environment names and defaults, declared there once.
+
+    Loaded by path because it ships inside the model (``code/``), not as a package of this app.
+    """
+    path = Path(__file__).resolve().parent.parent / "model" / "code" / "zstc_handler_settings.py"
+    spec = importlib.util.spec_from_file_location("zstc_handler_settings", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"Cannot load the handler settings from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_HANDLER: Final = _handler_settings()
+HANDLER_BATCH_SIZE_ENV: Final[str] = _HANDLER.ENV_BATCH_SIZE
+HANDLER_TEMPLATE_ENV: Final[str] = _HANDLER.ENV_HYPOTHESIS_TEMPLATE
+DEFAULT_HYPOTHESIS_TEMPLATE: Final[str] = _HANDLER.DEFAULT_TEMPLATE
+
+
+def hypothesis_template_problem(template: str) -> str | None:
+    """Why the handler would refuse ``template`` as its default hypothesis (None: it is fine)."""
+    try:
+        _HANDLER.template_parts(template)
+    except ValueError as exc:
+        return str(exc).split(": ")[0]
+    return None
+
+
 # Batch transform's MaxPayloadInMB is at most 100: accept any mini-batch it may send (default limit: 6.5 MB).
 MAX_PAYLOAD_MB: Final = 100
 # Answers repeat the text and add a score per label: for short texts with many one-letter labels a response can be
@@ -66,7 +98,9 @@ def gpus(instance_type: str) -> int:
     return _GPUS.get(instance_type.removeprefix("ml."), 1)
 
 
-def serving_environment(*, instance_type: str, batch_size: int, timeout_seconds: int) -> dict[str, str]:
+def serving_environment(
+    *, instance_type: str, batch_size: int, timeout_seconds: int, hypothesis_template: str | None = None
+) -> dict[str, str]:
     """Environment variables of the SageMaker model for zero-shot classification with our handler.
 
     - One model server worker per GPU, or one on CPU: the handler batches (text, label) pairs itself, so a single
@@ -79,6 +113,8 @@ def serving_environment(*, instance_type: str, batch_size: int, timeout_seconds:
     - Request limit 100 MB (batch transform's largest MaxPayloadInMB) and a response limit of 800 MB.
     - ``ZSTC_BATCH_SIZE`` = ``batch_size`` pairs per forward pass. Precision stays ``auto`` (float16 on GPU, float32
       on CPU: exact scores).
+    - ``ZSTC_HYPOTHESIS_TEMPLATE`` = ``hypothesis_template`` when given: the template of records that give none
+      (the handler's default, ``This example is {}.``, otherwise).
     """
     if not instance_type.startswith("ml.") or instance_type.count(".") != 2:
         raise ValueError(f"Instance type {instance_type!r} is not a SageMaker instance type: use e.g. ml.m5.xlarge.")
@@ -92,12 +128,14 @@ def serving_environment(*, instance_type: str, batch_size: int, timeout_seconds:
         raise ValueError(f"batch_size {batch_size} is out of range: use 1 to 4096 pairs per forward pass.")
     if not 1 <= timeout_seconds <= 3600:
         raise ValueError(f"timeout_seconds {timeout_seconds} is out of range: SageMaker allows 1 to 3600 seconds.")
+    if hypothesis_template is not None and (problem := hypothesis_template_problem(hypothesis_template)):
+        raise ValueError(f"hypothesis_template {hypothesis_template!r} {problem}: give one {{}} where the label goes.")
 
     cpu_count = vcpus(instance_type)
     gpu_count = gpus(instance_type)
     workers = max(1, gpu_count)
     threads = max(1, cpu_count // 2 // workers)
-    return {
+    environment = {
         "HF_TASK": "zero-shot-classification",
         "SAGEMAKER_PROGRAM": "inference.py",
         "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers),
@@ -111,3 +149,6 @@ def serving_environment(*, instance_type: str, batch_size: int, timeout_seconds:
         "MKL_NUM_THREADS": str(threads),
         HANDLER_BATCH_SIZE_ENV: str(batch_size),
     }
+    if hypothesis_template is not None:
+        environment[HANDLER_TEMPLATE_ENV] = hypothesis_template
+    return environment

@@ -1,7 +1,8 @@
-"""Random-weight BART NLI models built locally, for tests, benchmarks and the offline demo.
+"""Random-weight NLI models built locally, for tests, benchmarks and the offline demo.
 
-No Hugging Face Hub download: the tokenizer is trained here with `tokenizers` (byte-level BPE, BART's scheme, so any
-Unicode text tokenizes) and the weights are random with a fixed seed. Two shapes:
+No Hugging Face Hub download: tokenizers are trained here with `tokenizers` on a small English + Japanese corpus
+and the weights are random with a fixed seed. The default is a BART model (the architecture of the default
+``facebook/bart-large-mnli``) in two shapes:
 
 - ``tiny``: a few thousand parameters, ``model_max_length`` 128 so truncation is cheap to test; weights are drawn
   with a large standard deviation so that logits differ clearly between inputs (parity tests then compare real
@@ -9,8 +10,15 @@ Unicode text tokenizes) and the weights are random with a fixed seed. Two shapes
 - ``bart-large``: the architecture of ``facebook/bart-large-mnli`` (12+12 layers, d_model 1024, vocabulary 50265,
   1024 positions, ~407M parameters) with random weights, for benchmarks.
 
-Both configs map ids to ``contradiction`` / ``neutral`` / ``entailment`` like bart-large-mnli, so the zero-shot
-pipeline and our handler find the entailment id the same way.
+``architecture=`` builds a tiny model of another sequence-classification architecture (:data:`ARCHITECTURES`, the
+Hugging Face ``model_type`` names), each with the tokenizer family of its real checkpoints (WordPiece for
+BERT / DistilBERT / ELECTRA / MobileBERT, byte-level BPE for RoBERTa / BART, Unigram with Metaspace, as
+sentencepiece, for XLM-RoBERTa / DeBERTa-v2 / ALBERT) and the label layout of a real NLI checkpoint of that family
+(3-class in several orders and letter cases, or 2-class entailment / not_entailment). Two carry the traps of real
+configs: XLM-RoBERTa has ``max_position_embeddings`` 130 with only 128 usable positions (padding-offset positions,
+like the 514 / 512 of xlm-roberta-large) and neither it nor DeBERTa-v2 has a ``model_max_length`` in its tokenizer
+config. :func:`build_nli_model` is the general builder (any config override, corpus or vocabulary size), for
+benchmark shapes.
 """
 
 from __future__ import annotations
@@ -25,6 +33,19 @@ from typing import Any
 
 SHAPES = ("tiny", "bart-large")
 CACHE_VERSION = "v1"
+# Hugging Face model_type of each architecture a tiny model can be built for (model/code/supported_architectures.json
+# lists the ones the handler is tested with: the same set).
+ARCHITECTURES = (
+    "bart",
+    "bert",
+    "distilbert",
+    "roberta",
+    "xlm-roberta",
+    "deberta-v2",
+    "electra",
+    "albert",
+    "mobilebert",
+)
 ID2LABEL = {0: "contradiction", 1: "neutral", 2: "entailment"}
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as in BART's vocabulary
 
@@ -43,6 +64,23 @@ _CORPUS = [
     "Café, naïve, façade, jalapeño — résumé of the year 🎉.",
     "Ich möchte mehr Zeit mit meiner Familie verbringen.",
     "This text is about politics, sports, technology, business or entertainment.",
+]
+# The corpus of the non-BART tokenizers: the one above plus Japanese news-like sentences and the Japanese
+# hypothesis template, so Japanese text, labels and templates are tokenized into real pieces (not unknown tokens).
+# (The BART tokenizer keeps the corpus above: its cached model and the benchmarks built on it stay unchanged.)
+MULTILINGUAL_CORPUS = [
+    *_CORPUS,
+    "この文章はスポーツに関するものです。",
+    "この文章は政治に関するものです。",
+    "この文章は経済に関するものです。",
+    "この文章は健康に関するものです。",
+    "日本代表がワールドカップの初戦で勝利した。",
+    "首相は新しい予算案を国会に提出した。",
+    "毎日野菜を食べて、よく眠るようにしています。",
+    "株価が上がり、円安が進んでいる。",
+    "新しいスマートフォンが発表され、技術の進歩に驚いた。",
+    "映画とアニメと音楽が好きです。",
+    "スポーツ、政治、経済、健康、技術、娯楽。",
 ]
 
 
@@ -177,3 +215,239 @@ def build_once(final: Path, build: Callable[[Path], object]) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Other architectures
+# ---------------------------------------------------------------------------------------------------------------
+# Label layouts of real NLI checkpoints of each family: the handler must find entailment / contradiction the way the
+# pipeline does in every one of them.
+_LABELS: dict[str, dict[int, str]] = {
+    "bert": {0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"},  # upper case, entailment first
+    "distilbert": {0: "contradiction", 1: "entailment", 2: "neutral"},  # cross-encoder/nli-* order
+    "roberta": {0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"},  # roberta-large-mnli
+    "xlm-roberta": {0: "contradiction", 1: "neutral", 2: "entailment"},  # joeddav/xlm-roberta-large-xnli
+    "deberta-v2": {0: "entailment", 1: "not_entailment"},  # MoritzLaurer/*-zeroshot-v2.0 (2 classes)
+    "electra": {0: "entailment", 1: "neutral", 2: "contradiction"},
+    "albert": {0: "contradiction", 1: "entailment", 2: "neutral"},
+    "mobilebert": {0: "not_entailment", 1: "entailment"},  # 2 classes, entailment last
+}
+_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+# Tiny configs: 128 usable positions everywhere (RoBERTa-style: 130 with padding offset 2). The initializer ranges
+# are large so that entailment logits differ clearly between labels (std 1-3 over labels, |logit| < 20).
+_CONFIGS: dict[str, dict[str, Any]] = {
+    "bert": {**_TINY, "max_position_embeddings": 128, "type_vocab_size": 2, "initializer_range": 1.0},
+    "distilbert": {
+        "dim": 32,
+        "n_layers": 2,
+        "n_heads": 4,
+        "hidden_dim": 64,
+        "max_position_embeddings": 128,
+        "initializer_range": 0.6,
+        "seq_classif_dropout": 0.0,
+    },
+    "roberta": {**_TINY, "max_position_embeddings": 130, "type_vocab_size": 1, "initializer_range": 0.6},
+    "xlm-roberta": {**_TINY, "max_position_embeddings": 130, "type_vocab_size": 1, "initializer_range": 0.6},
+    "deberta-v2": {  # the deberta-v3 / mDeBERTa-v3 layout: relative attention only, no absolute positions
+        **_TINY,
+        "max_position_embeddings": 128,
+        "relative_attention": True,
+        "position_buckets": 32,
+        "max_relative_positions": -1,
+        "norm_rel_ebd": "layer_norm",
+        "share_att_key": True,
+        "pos_att_type": ["p2c", "c2p"],
+        "position_biased_input": False,
+        "type_vocab_size": 0,
+        "layer_norm_eps": 1e-7,
+        "pooler_hidden_size": 32,
+        "initializer_range": 0.3,
+    },
+    "electra": {**_TINY, "embedding_size": 16, "max_position_embeddings": 128, "initializer_range": 0.6},
+    "albert": {**_TINY, "embedding_size": 16, "max_position_embeddings": 128, "initializer_range": 1.0},
+    "mobilebert": {
+        **_TINY,
+        "intermediate_size": 32,
+        "embedding_size": 16,
+        "intra_bottleneck_size": 16,
+        "true_hidden_size": 16,
+        "num_feedforward_networks": 1,
+        "max_position_embeddings": 128,
+        "initializer_range": 0.3,
+    },
+}
+# Tokenizer family of each architecture, its special tokens (in id order) and pad token.
+_WORDPIECE_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_TOKENIZERS: dict[str, str] = {
+    "bert": "BertTokenizerFast",
+    "distilbert": "DistilBertTokenizerFast",
+    "electra": "ElectraTokenizerFast",
+    "mobilebert": "MobileBertTokenizerFast",
+    "roberta": "RobertaTokenizerFast",
+    "xlm-roberta": "XLMRobertaTokenizerFast",
+    "deberta-v2": "DebertaV2TokenizerFast",
+    "albert": "AlbertTokenizerFast",
+}
+# Tokenizer configs without model_max_length, as some real checkpoints ship them.
+_NO_MODEL_MAX_LENGTH = frozenset({"xlm-roberta", "deberta-v2"})
+
+
+def _config_class(architecture: str):
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(architecture).__class__
+
+
+def _train_wordpiece(target: Path, tokenizer_class: Any, corpus: list[str], vocab_size: int, max_length: int | None):
+    from tokenizers import BertWordPieceTokenizer
+
+    wordpiece = BertWordPieceTokenizer(lowercase=True, handle_chinese_chars=True)
+    wordpiece.train_from_iterator(
+        corpus * 4, vocab_size=vocab_size, min_frequency=1, special_tokens=_WORDPIECE_SPECIALS
+    )
+    with tempfile.TemporaryDirectory() as raw:
+        wordpiece.save_model(raw)
+        extra = {} if max_length is None else {"model_max_length": max_length}
+        tokenizer = tokenizer_class(vocab_file=str(Path(raw) / "vocab.txt"), do_lower_case=True, **extra)
+        tokenizer.save_pretrained(str(target))
+
+
+def _train_byte_bpe(target: Path, tokenizer_class: Any, corpus: list[str], vocab_size: int, max_length: int | None):
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus * 4, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS)
+    with tempfile.TemporaryDirectory() as raw:
+        bpe.save_model(raw)
+        extra = {} if max_length is None else {"model_max_length": max_length}
+        tokenizer = tokenizer_class(
+            vocab_file=str(Path(raw) / "vocab.json"), merges_file=str(Path(raw) / "merges.txt"), **extra
+        )
+        tokenizer.save_pretrained(str(target))
+
+
+def _train_unigram(
+    target: Path, architecture: str, tokenizer_class: Any, corpus: list[str], vocab_size: int, max_length: int | None
+):
+    """A sentencepiece-style Unigram tokenizer, assembled as transformers' converters assemble the real ones."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    if architecture == "xlm-roberta":  # XLMRobertaConverter: <s> A </s> </s> B </s>, no token types
+        specials, unk, mask = ["<s>", "<pad>", "</s>", "<unk>"], "<unk>", "<mask>"
+        single, pair, template_tokens = "<s> $A </s>", "<s> $A </s> </s> $B </s>", ["<s>", "</s>"]
+        names = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>", "pad_token": "<pad>"}
+    elif architecture == "deberta-v2":  # DebertaV2Converter: [CLS] A [SEP] B [SEP] with token types 0 / 1
+        specials, unk, mask = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"], "[UNK]", "[MASK]"
+        single, pair, template_tokens = "[CLS]:0 $A:0 [SEP]:0", "[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1", ["[CLS]", "[SEP]"]
+        names = {
+            "bos_token": "[CLS]",
+            "eos_token": "[SEP]",
+            "sep_token": "[SEP]",
+            "cls_token": "[CLS]",
+            "pad_token": "[PAD]",
+        }
+    else:  # albert (AlbertConverter): lower case, accents stripped, [CLS] A [SEP] B [SEP] with token types
+        specials, unk, mask = ["<pad>", "<unk>", "[CLS]", "[SEP]"], "<unk>", "[MASK]"
+        single, pair, template_tokens = "[CLS]:0 $A:0 [SEP]:0", "[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1", ["[CLS]", "[SEP]"]
+        names = {
+            "bos_token": "[CLS]",
+            "eos_token": "[SEP]",
+            "sep_token": "[SEP]",
+            "cls_token": "[CLS]",
+            "pad_token": "<pad>",
+        }
+    unigram = Tokenizer(models.Unigram())
+    steps: list[Any] = []
+    if architecture == "albert":
+        steps += [normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()]
+    steps += [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+    unigram.normalizer = normalizers.Sequence(steps)
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    unigram.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=unk)
+    unigram.train_from_iterator(corpus * 4, trainer=trainer)
+    unigram.add_special_tokens([mask])
+    unigram.post_processor = processors.TemplateProcessing(
+        single=single, pair=pair, special_tokens=[(token, unigram.token_to_id(token)) for token in template_tokens]
+    )
+    extra = {} if max_length is None else {"model_max_length": max_length}
+    tokenizer = tokenizer_class(tokenizer_object=unigram, unk_token=unk, mask_token=mask, **names, **extra)
+    tokenizer.save_pretrained(str(target))
+
+
+def build_nli_model(
+    target: Path,
+    *,
+    architecture: str,
+    config: dict[str, Any] | None = None,
+    corpus: list[str] | None = None,
+    vocab_size: int = 800,
+    model_max_length: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight ``<Architecture>ForSequenceClassification`` NLI model and its tokenizer into ``target``.
+
+    ``architecture`` is a Hugging Face ``model_type`` of :data:`ARCHITECTURES` other than ``bart`` (BART:
+    :func:`build_tiny_nli_model`). ``config`` overrides the tiny config (e.g. a base-sized shape for benchmarks);
+    ``corpus`` / ``vocab_size`` train the tokenizer (default: :data:`MULTILINGUAL_CORPUS`, 800 tokens);
+    ``model_max_length`` is written into the tokenizer config (``None``: the key is left out). Returns ``target``.
+    """
+    if architecture not in _CONFIGS:
+        choices = ", ".join(a for a in ARCHITECTURES if a != "bart")
+        raise ValueError(f"Unknown architecture {architecture!r}: use one of {choices} (BART: build_tiny_nli_model).")
+    import torch
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    tokenizer_class = getattr(transformers, _TOKENIZERS[architecture])
+    words = list(corpus if corpus is not None else MULTILINGUAL_CORPUS)
+    if architecture in ("bert", "distilbert", "electra", "mobilebert"):
+        _train_wordpiece(target, tokenizer_class, words, vocab_size, model_max_length)
+    elif architecture == "roberta":
+        _train_byte_bpe(target, tokenizer_class, words, vocab_size, model_max_length)
+    else:
+        _train_unigram(target, architecture, tokenizer_class, words, vocab_size, model_max_length)
+    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    id2label = _LABELS[architecture]
+    values = {
+        **_CONFIGS[architecture],
+        **(config or {}),
+        "vocab_size": len(tokenizer),
+        "id2label": dict(id2label),
+        "label2id": {label: index for index, label in id2label.items()},
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    for dropout in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+        values.setdefault(dropout, 0.0)
+    model_config = _config_class(architecture)(**values)
+    if architecture in ("roberta", "xlm-roberta"):
+        model_config.bos_token_id, model_config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model: Any = AutoModelForSequenceClassification.from_config(model_config)
+    model.eval()
+    model.save_pretrained(str(target), safe_serialization=True)
+    return target
+
+
+def build_tiny_architecture(target: Path, architecture: str, *, seed: int = 0) -> Path:
+    """The tiny model of ``architecture`` (a model_type of :data:`ARCHITECTURES`): 128 usable positions."""
+    if architecture == "bart":
+        return build_tiny_nli_model(target, seed=seed)
+    max_length = None if architecture in _NO_MODEL_MAX_LENGTH else 128
+    return build_nli_model(target, architecture=architecture, model_max_length=max_length, seed=seed)
+
+
+@functools.cache
+def cached_tiny_architecture(architecture: str) -> Path:
+    """The tiny model of ``architecture``, built once per machine (``<cache root>/tiny-<architecture>-v1``)."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {architecture!r}: use one of {', '.join(ARCHITECTURES)}.")
+    if architecture == "bart":
+        return cached_tiny_model()
+    return build_once(
+        cache_root() / f"tiny-{architecture}-{CACHE_VERSION}",
+        lambda staging: build_tiny_architecture(staging, architecture),
+    )

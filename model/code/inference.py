@@ -4,19 +4,28 @@ The toolkit imports ``code/inference.py`` from the model directory and calls ``m
 per worker, then ``transform_fn(model, body, content_type, accept, context)`` per request. Compared with the stock
 handler this one:
 
+- serves any NLI sequence-classification model of the architectures in ``supported_architectures.json`` (BERT,
+  DistilBERT, RoBERTa, XLM-RoBERTa, DeBERTa-v2/v3, ELECTRA, ALBERT, MobileBERT, BART) with the scores of the
+  ``transformers`` zero-shot pipeline (same model, same inputs) to 1e-5 in float32: the model gets exactly the
+  tokenizer's ``model_input_names`` (``token_type_ids`` included where the tokenizer makes them), ``use_cache`` only
+  where its forward pass takes it, and the entailment / contradiction logits are chosen as the pipeline chooses
+  them; a model that cannot work fails in ``model_fn`` with the reason, never per request;
 - accepts one JSON object (real-time) or JSON Lines (batch transform MultiRecord), as ``application/json`` or
-  ``application/jsonlines``, with or without ``; charset=...``;
+  ``application/jsonlines``, with or without ``; charset=...``, in the Hugging Face contract
+  (``{"inputs", "parameters"}``) or the SageMaker JumpStart one (``{"sequences", "candidate_labels", "multi_class"}``);
 - answers every record, in order: a result, or ``{"error": ...}`` saying what is wrong and how to fix it, so one bad
-  line never fails the request (nor the batch transform file);
-- flattens the (text, label) pairs of all records, sorts them by length and runs fixed-size padded batches under
-  ``torch.inference_mode()``; scores equal the ``transformers`` zero-shot pipeline's (same model, same inputs) to
-  1e-5 in float32.
+  line (or one record the model fails on) never fails the request, nor the batch transform file;
+- flattens the (text, label) pairs of all records, sorts them by length and runs padded batches under
+  ``torch.inference_mode()``.
 
-Environment (all optional):
+Environment (all optional; names and defaults in ``zstc_handler_settings.py``):
 
 - ``ZSTC_BATCH_SIZE``: (text, label) pairs per forward pass, default 16.
+- ``ZSTC_MAX_BATCH_TOKENS``: padded tokens per forward pass; when set (or on GPU, default 16384), batches are
+  bounded by it rather than by a pair count.
 - ``ZSTC_DTYPE``: ``auto`` (default: float16 on GPU, float32 on CPU), ``float32``, ``float16`` (GPU only),
   ``bfloat16``, ``int8`` (CPU only: dynamic quantization of the linear layers). Anything but float32 changes scores.
+- ``ZSTC_HYPOTHESIS_TEMPLATE``: the template of records that give none, default ``This example is {}.``.
 
 See docs/handler.md for the request/response contract.
 """
@@ -24,6 +33,7 @@ See docs/handler.md for the request/response contract.
 from __future__ import annotations
 
 import codecs
+import inspect
 import json
 import logging
 import math
@@ -31,27 +41,46 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from zstc_handler_settings import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_GPU_BATCH_TOKENS,
+    DEFAULT_TEMPLATE,
+    ENV_BATCH_SIZE,
+    ENV_DTYPE,
+    ENV_HYPOTHESIS_TEMPLATE,
+    ENV_MAX_BATCH_TOKENS,
+    MAX_BATCH_SIZE,
+    MAX_BATCH_TOKENS,
+    SUPPORTED_ARCHITECTURES_FILE,
+    template_parts,
+)
 
 logger = logging.getLogger(__name__)
 
-ENV_BATCH_SIZE = "ZSTC_BATCH_SIZE"
-ENV_DTYPE = "ZSTC_DTYPE"
-DEFAULT_BATCH_SIZE = 16
 DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
-
 JSON = "application/json"
 JSON_LINES = "application/jsonlines"
 JSON_TYPES = frozenset({JSON})
 JSON_LINES_TYPES = frozenset({JSON_LINES, "application/x-jsonlines", "application/jsonl", "application/json-lines"})
-DEFAULT_TEMPLATE = "This example is {}."
 PARAMETERS = ("candidate_labels", "multi_label", "hypothesis_template")
+# The SageMaker JumpStart zero-shot contract: these fields at the top level of the record, the text in "sequences".
+JUMPSTART_FIELDS = ("candidate_labels", "multi_class", "multi_label", "hypothesis_template")
+# Inputs this handler builds from the tokenizer's encoding (a tokenizer asking for others is refused at load).
+MODEL_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+# Architectures whose classification head pools the hidden state of the last </s>: the model requires the same
+# number of </s> in every row of a batch (BartForSequenceClassification raises otherwise).
+EOS_POOLED_MODEL_TYPES = frozenset({"bart", "mbart", "plbart", "mvp", "led", "bigbird_pegasus"})
+# A tokenizer model_max_length above this means "not set" (transformers' placeholder is 1e30).
+UNSET_MAX_LENGTH = 1_000_000
 # Pairs tokenized and sorted together: bounds memory on 100 MB batch transform payloads while keeping batches full.
 CHUNK_PAIRS = 32768
+SUPPORTED_ARCHITECTURES_PATH = Path(__file__).resolve().parent / SUPPORTED_ARCHITECTURES_FILE
 
 
 class RequestError(ValueError):
@@ -60,6 +89,10 @@ class RequestError(ValueError):
 
 class RecordError(ValueError):
     """One record is invalid: it gets an error object, the other records are classified."""
+
+
+class ModelError(ValueError):
+    """The model in the model directory cannot serve zero-shot classification: ``model_fn`` fails with the reason."""
 
 
 @dataclass
@@ -76,6 +109,14 @@ class ZeroShotModel:
     contradiction_id: int
     eos_token_id: int
     pad_token_id: int
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+    use_cache: bool = False  # pass use_cache=False (the forward pass takes it: encoder-decoder models)
+    eos_pooled: bool = False  # batches must not mix pairs with different numbers of </s> (BART's head)
+    pad_token_type_id: int = 0
+    padding_side: str = "right"
+    max_batch_tokens: int = 0  # > 0: batches bounded by padded tokens instead of batch_size pairs
+    hypothesis_template: str = DEFAULT_TEMPLATE
+    model_type: str = ""
 
 
 @dataclass
@@ -96,17 +137,27 @@ class Record:
 # ---------------------------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------------------------
-def _env_batch_size() -> int:
-    raw = os.environ.get(ENV_BATCH_SIZE, "").strip()
+def _env_int(name: str, default: int, low: int, high: int, unit: str) -> int:
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_BATCH_SIZE
+        return default
     try:
         value = int(raw)
     except ValueError:
-        value = 0
-    if not 1 <= value <= 4096:
-        raise ValueError(f"{ENV_BATCH_SIZE}={raw!r} is invalid: set a whole number of pairs from 1 to 4096.")
+        value = low - 1
+    if not low <= value <= high:
+        raise ValueError(f"{name}={raw!r} is invalid: set a whole number of {unit} from {low} to {high}.")
     return value
+
+
+def _env_batch_size() -> int:
+    return _env_int(ENV_BATCH_SIZE, DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE, "pairs")
+
+
+def _env_max_batch_tokens(device: torch.device) -> int:
+    """Token budget per forward pass: the environment's, else the GPU default; 0 (pair batches) on CPU."""
+    default = DEFAULT_GPU_BATCH_TOKENS if device.type == "cuda" else 0
+    return _env_int(ENV_MAX_BATCH_TOKENS, default, 1, MAX_BATCH_TOKENS, "tokens")
 
 
 def _env_dtype(device: torch.device) -> str:
@@ -119,6 +170,17 @@ def _env_dtype(device: torch.device) -> str:
         raise ValueError(f"{ENV_DTYPE}=float16 needs a GPU: on CPU use bfloat16, int8 or float32.")
     if raw == "int8" and device.type != "cpu":
         raise ValueError(f"{ENV_DTYPE}=int8 is for CPU instances: on GPU use float16 or float32.")
+    return raw
+
+
+def _env_template() -> str:
+    raw = os.environ.get(ENV_HYPOTHESIS_TEMPLATE)
+    if raw is None or raw == "":
+        return DEFAULT_TEMPLATE
+    try:
+        template_parts(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_HYPOTHESIS_TEMPLATE}={raw!r} {exc}") from None
     return raw
 
 
@@ -146,15 +208,156 @@ def _receive_raw_bytes() -> None:
         content_types.UTF8_TYPES.remove(JSON)
 
 
+def supported_architectures() -> tuple[str, ...]:
+    """The ``model_type`` values this handler is tested with (``supported_architectures.json``)."""
+    data = json.loads(SUPPORTED_ARCHITECTURES_PATH.read_text(encoding="utf-8"))
+    return tuple(data["model_types"])
+
+
+def nli_label_ids(label2id: dict[str, Any], num_labels: int) -> tuple[int, int]:
+    """``(entailment_id, contradiction_id)`` as the zero-shot pipeline chooses them (transformers 4.51).
+
+    Entailment: the first ``label2id`` entry whose lower-cased name starts with "entail". Contradiction: id 0, or
+    the last id when entailment is 0 (for a 2-class model that is the "not entailment" class). The pipeline falls
+    back to the last logit without an entailment label; a model without one cannot do NLI, so it is refused here.
+    """
+    entailment_id = None
+    for label, index in label2id.items():
+        if str(label).lower().startswith("entail"):
+            entailment_id = int(index)
+            break
+    labels = ", ".join(f"{index}: {label}" for label, index in sorted(label2id.items(), key=lambda item: item[1]))
+    if entailment_id is None:
+        raise ModelError(
+            f"The model's labels ({labels or 'none'}) include none starting with 'entail': zero-shot classification "
+            "needs an NLI model whose config.json maps an 'entailment' label (e.g. facebook/bart-large-mnli, "
+            "MoritzLaurer/deberta-v3-base-zeroshot-v2.0)."
+        )
+    if num_labels < 2 or not 0 <= entailment_id < num_labels:
+        raise ModelError(
+            f"The model has {num_labels} output class(es) with labels {labels}: an NLI model needs at least two "
+            "(entailment and contradiction / not_entailment), the entailment id among them."
+        )
+    contradiction_id = num_labels - 1 if entailment_id == 0 else 0
+    return entailment_id, contradiction_id
+
+
+def _check_architecture(config: Any) -> None:
+    supported = supported_architectures()
+    model_type = getattr(config, "model_type", None)
+    if model_type not in supported:
+        raise ModelError(
+            f"The model's architecture (config.json model_type {model_type!r}) is not one this handler supports "
+            f"and is tested with: {', '.join(supported)}. Choose an NLI model of one of these architectures "
+            "(README: Choosing a model)."
+        )
+    architectures = list(getattr(config, "architectures", None) or [])
+    if architectures and not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise ModelError(
+            f"The model is a {', '.join(architectures)}, not a sequence-classification model: zero-shot "
+            "classification needs an NLI checkpoint with a classification head (…ForSequenceClassification)."
+        )
+
+
+def position_limit(model: Any) -> int | None:
+    """Tokens the model's learned absolute position embeddings can take, or None if it has none (relative only).
+
+    RoBERTa-style embeddings (XLM-R, CamemBERT…) number positions from ``padding_idx + 1``: of
+    ``max_position_embeddings`` 514 only 512 are usable. BART's learned positions carry an ``offset`` of 2.
+    """
+    limits = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Embedding):
+            continue
+        if not name.endswith(("position_embeddings", "embed_positions")):
+            continue
+        usable = module.num_embeddings - int(getattr(module, "offset", 0) or 0)
+        if module.padding_idx is not None:
+            usable -= module.padding_idx + 1
+        limits.append(usable)
+    return min(limits) if limits else None
+
+
+def length_limit(tokenizer: Any, model: Any) -> int:
+    """The longest (text, hypothesis) pair, in tokens, that the model really takes.
+
+    The tokenizer's ``model_max_length`` (the pipeline's truncation length) when the model can take it; the
+    position embeddings' usable size when smaller or when the tokenizer config has no ``model_max_length``; for a
+    model without absolute positions and a tokenizer without a limit, the config's ``max_position_embeddings``.
+    """
+    limits = []
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and 0 < declared <= UNSET_MAX_LENGTH:
+        limits.append(declared)
+    positions = position_limit(model)
+    if positions is not None:
+        limits.append(positions)
+    if not limits:
+        configured = getattr(model.config, "max_position_embeddings", None)
+        limits.append(configured if isinstance(configured, int) and 0 < configured <= UNSET_MAX_LENGTH else 512)
+    return min(limits)
+
+
+def _forward_inputs(tokenizer: Any, model: Any) -> tuple[tuple[str, ...], bool]:
+    """The tokenizer's ``model_input_names`` (what the pipeline passes) and whether to pass ``use_cache=False``."""
+    parameters = inspect.signature(model.forward).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    names = tuple(tokenizer.model_input_names)
+    unknown = [name for name in names if name not in MODEL_INPUTS]
+    if unknown or "input_ids" not in names:
+        raise ModelError(
+            f"The tokenizer's model inputs {list(names)} are not a text-pair encoding this handler builds "
+            f"({', '.join(sorted(MODEL_INPUTS))}): use a text NLI model."
+        )
+    refused = [name for name in names if name not in parameters and not takes_any]
+    if refused:
+        raise ModelError(
+            f"The model's forward pass ({type(model).__name__}) does not take {', '.join(refused)}, which its "
+            "tokenizer produces: the tokenizer does not belong to this model."
+        )
+    return names, "use_cache" in parameters
+
+
+def _load_model(model_dir: str) -> tuple[Any, Any]:
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ModelError(f"The model's config.json cannot be read ({type(exc).__name__}: {exc}).") from None
+    _check_architecture(config)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(model_dir, output_loading_info=True)
+    except ValueError as exc:
+        raise ModelError(
+            f"transformers has no sequence-classification model for this config ({exc}): use an NLI model."
+        ) from None
+    missing = list(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise ModelError(
+            f"The checkpoint lacks weights of {type(model).__name__} ({shown}): it has no trained "
+            "sequence-classification head, so its scores would be random. Use an NLI fine-tuned checkpoint."
+        )
+    return tokenizer, model
+
+
 def model_fn(model_dir: str, context: Any = None) -> ZeroShotModel:
-    """Load tokenizer and NLI model once per worker (device, precision and batch size from the environment)."""
+    """Load tokenizer and NLI model once per worker (device, precision and batching from the environment).
+
+    Raises ``ModelError`` (a ``ValueError``) when the model cannot serve zero-shot classification: an architecture
+    not supported, no sequence-classification head, no entailment label, a tokenizer that is not the model's.
+    """
     _receive_raw_bytes()
     device = _device(context)
     dtype = _env_dtype(device)
     batch_size = _env_batch_size()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    max_batch_tokens = _env_max_batch_tokens(device)
+    template = _env_template()
+    tokenizer, model = _load_model(model_dir)
     model.eval()
+    entailment_id, contradiction_id = nli_label_ids(dict(model.config.label2id), int(model.config.num_labels))
+    input_names, use_cache = _forward_inputs(tokenizer, model)
+    max_length = length_limit(tokenizer, model)
     if dtype == "int8":
         from torch.ao.quantization import quantize_dynamic
 
@@ -163,41 +366,43 @@ def model_fn(model_dir: str, context: Any = None) -> ZeroShotModel:
         model = model.to(getattr(torch, dtype))
     model.to(device)
 
-    # Same rule as transformers' ZeroShotClassificationPipeline.entailment_id / postprocess.
-    entailment_id = -1
-    for label, index in model.config.label2id.items():
-        if label.lower().startswith("entail"):
-            entailment_id = int(index)
-            break
-    if entailment_id == -1:
-        logger.warning("No label starting with 'entail' in the model's label2id: using the last logit as entailment.")
-    contradiction_id = -1 if entailment_id == 0 else 0
-
-    limits = [
-        value
-        for value in (tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None))
-        if isinstance(value, int) and 0 < value < 1_000_000
-    ]
     if tokenizer.pad_token is None:  # as the pipeline does
         tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token_id is None:
+        raise ModelError("The tokenizer has neither a pad token nor an end-of-sequence token to pad batches with.")
+    model_type = str(model.config.model_type)
     loaded = ZeroShotModel(
         tokenizer=tokenizer,
         model=model,
         device=device,
         dtype=dtype,
         batch_size=batch_size,
-        max_length=min(limits) if limits else 512,
+        max_length=max_length,
         entailment_id=entailment_id,
         contradiction_id=contradiction_id,
         eos_token_id=tokenizer.eos_token_id if tokenizer.eos_token_id is not None else -1,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=int(tokenizer.pad_token_id),
+        input_names=input_names,
+        use_cache=use_cache,
+        eos_pooled=model_type in EOS_POOLED_MODEL_TYPES,
+        pad_token_type_id=int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
+        padding_side=str(getattr(tokenizer, "padding_side", "right") or "right"),
+        max_batch_tokens=max_batch_tokens,
+        hypothesis_template=template,
+        model_type=model_type,
     )
     logger.info(
-        "zero-shot handler ready: device=%s dtype=%s batch_size=%d max_length=%d threads=%d",
+        "zero-shot handler ready: model_type=%s inputs=%s device=%s dtype=%s batch_size=%d max_batch_tokens=%d "
+        "max_length=%d entailment=%d contradiction=%d threads=%d",
+        model_type,
+        ",".join(input_names),
         device,
         dtype,
         batch_size,
-        loaded.max_length,
+        max_batch_tokens,
+        max_length,
+        entailment_id,
+        contradiction_id,
         torch.get_num_threads(),
     )
     return loaded
@@ -276,7 +481,7 @@ def _split_records(body: bytes | bytearray | str, charset: str) -> tuple[list[An
 JSON_EXAMPLE = '{"inputs": "text to classify", "parameters": {"candidate_labels": ["label a", "label b"]}}'
 
 
-def _labels(value: Any) -> list[str]:
+def _labels(value: Any, where: str) -> list[str]:
     if isinstance(value, str):  # the pipeline accepts "a, b, c"
         labels = [label.strip() for label in value.split(",") if label.strip()]
     elif isinstance(value, list):
@@ -284,69 +489,108 @@ def _labels(value: Any) -> list[str]:
         for index, label in enumerate(labels):
             if not isinstance(label, str):
                 raise RecordError(
-                    f"parameters.candidate_labels[{index}] is {type(label).__name__}, not a string: "
+                    f"{where}candidate_labels[{index}] is {type(label).__name__}, not a string: "
                     'give labels as strings, e.g. ["sports", "politics"].'
                 )
             if not label.strip():
-                raise RecordError(f"parameters.candidate_labels[{index}] is empty: remove it or give it a name.")
+                raise RecordError(f"{where}candidate_labels[{index}] is empty: remove it or give it a name.")
     elif value is None:
         labels = []
     else:
         raise RecordError(
-            f"parameters.candidate_labels is {type(value).__name__}: give a list of strings, "
+            f"{where}candidate_labels is {type(value).__name__}: give a list of strings, "
             'e.g. ["sports", "politics"], or a comma-separated string.'
         )
     if not labels:
         raise RecordError(
-            'parameters.candidate_labels is missing or empty: give at least one label, e.g. ["sports", "politics"].'
+            f'{where}candidate_labels is missing or empty: give at least one label, e.g. ["sports", "politics"].'
         )
     return labels
 
 
-def _template(value: Any, first_label: str) -> str:
+def _template(value: Any, default: str, where: str) -> str:
     if value is None:
-        return DEFAULT_TEMPLATE
+        return default
     if not isinstance(value, str):
         raise RecordError(
-            f"parameters.hypothesis_template is {type(value).__name__}: give a string with {{}} where the label goes, "
+            f"{where}hypothesis_template is {type(value).__name__}: give a string with {{}} where the label goes, "
             f'e.g. "{DEFAULT_TEMPLATE}".'
         )
     try:
-        formatted = value.format(first_label)
-    except (IndexError, KeyError, ValueError) as exc:
-        raise RecordError(
-            f"parameters.hypothesis_template {value!r} cannot be formatted ({type(exc).__name__}: {exc}): "
-            f'use exactly one {{}} where the label goes and double other braces, e.g. "{DEFAULT_TEMPLATE}".'
-        ) from None
-    if formatted == value:
-        raise RecordError(
-            f"parameters.hypothesis_template {value!r} has no {{}}: put {{}} where the label goes, "
-            f'e.g. "{DEFAULT_TEMPLATE}".'
-        )
+        template_parts(value)
+    except ValueError as exc:
+        shown = value if len(value) <= 80 else value[:80] + "…"
+        raise RecordError(f"{where}hypothesis_template {shown!r} {exc}") from None
     return value
 
 
-def _texts(value: Any) -> tuple[list[str], bool]:
+def _texts(value: Any, name: str) -> tuple[list[str], bool]:
     if isinstance(value, str):
         if not value.strip():
-            raise RecordError('"inputs" is empty: give the text to classify.')
+            raise RecordError(f'"{name}" is empty: give the text to classify.')
         return [value], False
     if isinstance(value, list):
         if not value:
-            raise RecordError('"inputs" is an empty list: give a text, or a list of texts.')
+            raise RecordError(f'"{name}" is an empty list: give a text, or a list of texts.')
         for index, text in enumerate(value):
             if not isinstance(text, str):
-                raise RecordError(f'"inputs"[{index}] is {type(text).__name__}, not a string: give texts as strings.')
+                raise RecordError(f'"{name}"[{index}] is {type(text).__name__}, not a string: give texts as strings.')
             if not text.strip():
-                raise RecordError(f'"inputs"[{index}] is empty: remove it or give the text to classify.')
+                raise RecordError(f'"{name}"[{index}] is empty: remove it or give the text to classify.')
         return list(value), True
     if value is None:
-        raise RecordError(f'"inputs" is missing: each record needs the text to classify, e.g. {JSON_EXAMPLE}.')
-    raise RecordError(f'"inputs" is {type(value).__name__}: give a string, or a list of strings.')
+        raise RecordError(f'"{name}" is missing: each record needs the text to classify, e.g. {JSON_EXAMPLE}.')
+    raise RecordError(f'"{name}" is {type(value).__name__}: give a string, or a list of strings.')
 
 
-def parse_record(value: Any) -> Record:
-    """Validate one decoded JSON value into a Record (``error`` set when it cannot be classified)."""
+def _multi_label(parameters: dict[str, Any], where: str) -> bool:
+    values = {name: parameters[name] for name in ("multi_label", "multi_class") if name in parameters}
+    for name, flag in values.items():
+        if not isinstance(flag, bool):
+            raise RecordError(f"{where}{name} is {flag!r}: give true or false.")
+    if len(set(values.values())) > 1:
+        raise RecordError(
+            f"{where}multi_label and {where}multi_class disagree: give one of them (multi_class is its old name)."
+        )
+    return bool(next(iter(values.values()), False))
+
+
+def _parameters(value: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    """The record's parameters, the name of its text field and the prefix of its parameters in error messages."""
+    if "sequences" in value:  # SageMaker JumpStart: {"sequences": ..., "candidate_labels": [...], "multi_class": ...}
+        if "inputs" in value:
+            raise RecordError(
+                'The record has both "inputs" and "sequences": send {"inputs", "parameters"} (Hugging Face) '
+                'or {"sequences", "candidate_labels", "multi_class"} (SageMaker JumpStart), not both.'
+            )
+        if "parameters" in value:
+            raise RecordError(
+                'A JumpStart record ("sequences") takes candidate_labels and multi_class at the top level, not in '
+                '"parameters": move them up, or send "inputs" with "parameters".'
+            )
+        return {name: value[name] for name in JUMPSTART_FIELDS if name in value}, "sequences", ""
+    parameters = value.get("parameters")
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise RecordError(
+            f'"parameters" is {type(parameters).__name__}: give an object with candidate_labels, '
+            "multi_label and hypothesis_template."
+        )
+    unknown = sorted(set(parameters) - {*PARAMETERS, "multi_class"})
+    if unknown:
+        raise RecordError(
+            f"Unknown parameter(s) {', '.join(unknown)}: the supported parameters are {', '.join(PARAMETERS)}."
+        )
+    return parameters, "inputs", "parameters."
+
+
+def parse_record(value: Any, default_template: str = DEFAULT_TEMPLATE) -> Record:
+    """Validate one decoded JSON value into a Record (``error`` set when it cannot be classified).
+
+    Both contracts: ``{"inputs", "parameters": {...}}`` (Hugging Face) and ``{"sequences", "candidate_labels",
+    "multi_class"}`` (SageMaker JumpStart). ``default_template`` is used when the record gives no template.
+    """
     record = Record()
     if isinstance(value, RecordError):
         record.error = str(value)
@@ -360,26 +604,11 @@ def parse_record(value: Any) -> Record:
     if "id" in value:
         record.has_id, record.id = True, value["id"]
     try:
-        parameters = value.get("parameters")
-        if parameters is None:
-            parameters = {}
-        if not isinstance(parameters, dict):
-            raise RecordError(
-                f'"parameters" is {type(parameters).__name__}: give an object with candidate_labels, '
-                "multi_label and hypothesis_template."
-            )
-        unknown = sorted(set(parameters) - {*PARAMETERS, "multi_class"})
-        if unknown:
-            raise RecordError(
-                f"Unknown parameter(s) {', '.join(unknown)}: the supported parameters are {', '.join(PARAMETERS)}."
-            )
-        record.texts, record.batched_inputs = _texts(value.get("inputs"))
-        record.labels = _labels(parameters.get("candidate_labels"))
-        multi_label = parameters.get("multi_label", parameters.get("multi_class", False))
-        if not isinstance(multi_label, bool):
-            raise RecordError(f"parameters.multi_label is {multi_label!r}: give true or false.")
-        record.multi_label = multi_label
-        record.template = _template(parameters.get("hypothesis_template"), record.labels[0])
+        parameters, text_field, where = _parameters(value)
+        record.texts, record.batched_inputs = _texts(value.get(text_field), text_field)
+        record.labels = _labels(parameters.get("candidate_labels"), where)
+        record.multi_label = _multi_label(parameters, where)
+        record.template = _template(parameters.get("hypothesis_template"), default_template, where)
     except RecordError as exc:
         record.error = str(exc)
     return record
@@ -388,9 +617,19 @@ def parse_record(value: Any) -> Record:
 # ---------------------------------------------------------------------------------------------------------------
 # Inference
 # ---------------------------------------------------------------------------------------------------------------
-def _tokenize_record(loaded: ZeroShotModel, record: Record) -> list[list[list[int]]]:
-    """Token ids of every (text, hypothesis) pair of the record, the way the pipeline tokenizes them."""
-    hypotheses = [record.template.format(label) for label in record.labels]
+@dataclass
+class Pair:
+    """One tokenized (text, hypothesis) pair: token ids and, when the model takes them, token type ids."""
+
+    ids: list[int]
+    types: list[int] | None
+
+
+def _tokenize_record(loaded: ZeroShotModel, record: Record) -> list[list[Pair]]:
+    """Every (text, hypothesis) pair of the record, tokenized the way the pipeline tokenizes it."""
+    before, after = template_parts(record.template)
+    hypotheses = [before + label + after for label in record.labels]
+    with_types = "token_type_ids" in loaded.input_names
     per_text = []
     for text in record.texts:
         try:
@@ -400,59 +639,111 @@ def _tokenize_record(loaded: ZeroShotModel, record: Record) -> list[list[list[in
                 truncation="only_first",  # truncate the premise (the text), keep the hypothesis
                 max_length=loaded.max_length,
                 add_special_tokens=True,
+                return_token_type_ids=with_types,
             )
         except Exception as exc:
             if "too short" in str(exc):
                 raise RecordError(
                     f"A hypothesis alone is longer than the model's {loaded.max_length} tokens: shorten the label "
-                    "or parameters.hypothesis_template."
+                    "or the hypothesis_template."
                 ) from None
             raise
-        per_text.append(encoded["input_ids"])
+        types = encoded["token_type_ids"] if with_types else [None] * len(hypotheses)
+        per_text.append([Pair(ids, kinds) for ids, kinds in zip(encoded["input_ids"], types, strict=True)])
     return per_text
 
 
-def _batches(order: list[int], pairs: list[list[int]], eos_counts: list[int], size: int) -> Iterator[list[int]]:
-    """Fixed-size batches over pairs sorted by length; a batch never mixes pairs with different numbers of </s>.
+def _batches(
+    order: list[int], lengths: list[int], eos_counts: list[int], size: int, max_tokens: int = 0
+) -> Iterator[list[int]]:
+    """Batches over pairs sorted by length: ``size`` pairs each, or as many as fit ``max_tokens`` padded tokens.
 
-    BART's classification head reads the last </s> and requires the same count of </s> in every row of a batch:
-    a text containing "</s>" would otherwise fail the whole batch.
+    With ``max_tokens`` > 0 a batch holds as many pairs as keep (pairs x its longest pair) within the budget (at
+    least one pair); otherwise ``size`` pairs. A batch never mixes pairs with different numbers of </s>
+    (``eos_counts``, all 0 except for EOS-pooled heads): BART's classification head reads the last </s> and requires
+    the same count in every row, so a text containing "</s>" would otherwise fail the whole batch.
     """
     batch: list[int] = []
+    width = 0
     for index in order:
-        if batch and (len(batch) == size or eos_counts[batch[0]] != eos_counts[index]):
-            yield batch
-            batch = []
+        if batch:
+            grown = max(width, lengths[index]) * (len(batch) + 1)
+            full = grown > max_tokens if max_tokens > 0 else len(batch) == size
+            if full or eos_counts[batch[0]] != eos_counts[index]:
+                yield batch
+                batch, width = [], 0
         batch.append(index)
+        width = max(width, lengths[index])
     if batch:
         yield batch
 
 
-def _logits(loaded: ZeroShotModel, pairs: list[list[int]]) -> np.ndarray:
-    """Logits (float32, shape pairs × classes) of every pair, computed in sorted, padded batches."""
-    eos_counts = [ids.count(loaded.eos_token_id) for ids in pairs]
-    order = sorted(range(len(pairs)), key=lambda i: (eos_counts[i], len(pairs[i])))
+def _tensors(loaded: ZeroShotModel, pairs: list[Pair], batch: list[int]) -> dict[str, torch.Tensor]:
+    """The batch padded as the tokenizer pads (its side, pad id and pad token type), as the model's inputs."""
+    width = max(len(pairs[i].ids) for i in batch)
+    input_ids = np.full((len(batch), width), loaded.pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((len(batch), width), dtype=np.int64)
+    with_types = "token_type_ids" in loaded.input_names
+    token_types = np.full((len(batch), width), loaded.pad_token_type_id, dtype=np.int64) if with_types else None
+    for row, index in enumerate(batch):
+        pair = pairs[index]
+        n = len(pair.ids)
+        columns = slice(width - n, width) if loaded.padding_side == "left" else slice(0, n)
+        input_ids[row, columns] = pair.ids
+        attention_mask[row, columns] = 1
+        if token_types is not None and pair.types is not None:
+            token_types[row, columns] = pair.types
+    arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_types}
+    return {name: torch.from_numpy(arrays[name]).to(loaded.device) for name in loaded.input_names}
+
+
+def _forward(loaded: ZeroShotModel, pairs: list[Pair], batch: list[int]) -> np.ndarray:
+    inputs: dict[str, Any] = dict(_tensors(loaded, pairs, batch))
+    if loaded.use_cache:  # as the pipeline: sequence classification never uses the cache
+        inputs["use_cache"] = False
+    return loaded.model(**inputs).logits.float().cpu().numpy()
+
+
+def _forward_or_split(
+    loaded: ZeroShotModel, pairs: list[Pair], batch: list[int], out: np.ndarray, failed: dict[int, str]
+) -> None:
+    """Logits of ``batch`` into ``out``; if the forward pass fails, retry each half, down to single pairs.
+
+    A pair that fails alone is recorded in ``failed`` (its record then gets an error); the other pairs of the batch
+    are still classified. This also recovers from running out of memory on a large batch.
+    """
+    try:
+        out[batch] = _forward(loaded, pairs, batch)
+        return
+    except Exception as exc:  # noqa: BLE001 - one pair the model cannot take must not fail the other records
+        if loaded.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            logger.warning("forward pass of one pair (%d tokens) failed: %r", len(pairs[batch[0]].ids), exc)
+            failed[batch[0]] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            return
+        logger.warning("forward pass of %d pairs failed (%s): retrying in halves", len(batch), type(exc).__name__)
+    half = len(batch) // 2
+    _forward_or_split(loaded, pairs, batch[:half], out, failed)
+    _forward_or_split(loaded, pairs, batch[half:], out, failed)
+
+
+def _logits(loaded: ZeroShotModel, pairs: list[Pair]) -> tuple[np.ndarray, dict[int, str]]:
+    """Logits (float32, shape pairs x classes) of every pair in sorted, padded batches, and the pairs that failed."""
+    lengths = [len(pair.ids) for pair in pairs]
+    eos = loaded.eos_token_id
+    eos_counts = [pair.ids.count(eos) for pair in pairs] if loaded.eos_pooled else [0] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: (eos_counts[i], lengths[i]))
     out = np.zeros((len(pairs), loaded.model.config.num_labels), dtype=np.float32)
+    failed: dict[int, str] = {}
     with torch.inference_mode():
-        for batch in _batches(order, pairs, eos_counts, loaded.batch_size):
-            width = max(len(pairs[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), loaded.pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, index in enumerate(batch):
-                ids = pairs[index]
-                input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, : len(ids)] = 1
-            logits = loaded.model(
-                input_ids=input_ids.to(loaded.device),
-                attention_mask=attention_mask.to(loaded.device),
-                use_cache=False,
-            ).logits
-            out[batch] = logits.float().cpu().numpy()
-    return out
+        for batch in _batches(order, lengths, eos_counts, loaded.batch_size, loaded.max_batch_tokens):
+            _forward_or_split(loaded, pairs, batch, out, failed)
+    return out, failed
 
 
 def _scores(loaded: ZeroShotModel, logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    """The pipeline's postprocess, for one text: logits (labels × classes) → one score per label."""
+    """The pipeline's postprocess, for one text: logits (labels x classes) -> one score per label."""
     if multi_label or logits.shape[0] == 1:
         # One label alone, or multi-label: each label independently, entailment vs contradiction (pipeline rule).
         pair = logits[:, [loaded.contradiction_id, loaded.entailment_id]]
@@ -498,47 +789,63 @@ def classify(loaded: ZeroShotModel, records: list[Record]) -> list[Any]:
     return answers
 
 
+def _fail(record: Record, answers: list[Any], index: int, message: str) -> None:
+    record.error = message
+    answers[index] = _error(record)
+
+
 def _classify_chunk(loaded: ZeroShotModel, records: list[Record], chunk: list[int], answers: list[Any]) -> None:
-    unique: dict[tuple[int, ...], int] = {}  # identical pairs (duplicate labels, repeated texts) run once
-    pairs: list[list[int]] = []
+    unique: dict[tuple[Any, ...], int] = {}  # identical pairs (duplicate labels, repeated texts) run once
+    pairs: list[Pair] = []
     tokenized: list[int] = []
     for index in chunk:
         record = records[index]
         try:
             per_text = _tokenize_record(loaded, record)
         except RecordError as exc:
-            record.error = str(exc)
-            answers[index] = _error(record)
+            _fail(record, answers, index, str(exc))
             continue
         except Exception as exc:  # one unreadable record must not fail the others
             logger.exception("tokenizing record %d failed", index)
-            record.error = f"This record could not be tokenized ({type(exc).__name__}: {exc}): check its text."
-            answers[index] = _error(record)
+            _fail(record, answers, index, f"This record could not be tokenized ({type(exc).__name__}): check its text.")
             continue
         record.pair_ids = []
         for encoded in per_text:
             ids_of_text = []
-            for ids in encoded:
-                key = tuple(ids)
+            for pair in encoded:
+                key = (tuple(pair.ids), tuple(pair.types) if pair.types is not None else None)
                 if key not in unique:
                     unique[key] = len(pairs)
-                    pairs.append(ids)
+                    pairs.append(pair)
                 ids_of_text.append(unique[key])
             record.pair_ids.append(ids_of_text)
         tokenized.append(index)
     if not pairs:
         return
-    logits = _logits(loaded, pairs)
+    logits, failed = _logits(loaded, pairs)
     for index in tokenized:
         record = records[index]
+        reasons = {failed[i] for ids in record.pair_ids for i in ids if i in failed}
+        if reasons:
+            _fail(
+                record,
+                answers,
+                index,
+                f"The model failed on this record ({sorted(reasons)[0]}): shorten the text or use fewer labels; "
+                "if it persists, report it with the input.",
+            )
+            continue
         try:
             results = [
                 _result(record, text, _scores(loaded, logits[ids], record.multi_label))
                 for text, ids in zip(record.texts, record.pair_ids, strict=True)
             ]
         except RecordError as exc:
-            record.error = str(exc)
-            answers[index] = _error(record)
+            _fail(record, answers, index, str(exc))
+            continue
+        except Exception as exc:  # scoring one record must not fail the others
+            logger.exception("scoring record %d failed", index)
+            _fail(record, answers, index, f"This record could not be scored ({type(exc).__name__}): report it.")
             continue
         answers[index] = results if record.batched_inputs else results[0]
 
@@ -554,7 +861,7 @@ def transform_fn(loaded: ZeroShotModel, input_data: Any, content_type: str | Non
     charset = _charset(content_type)
     _check_accept(accept)
     values, single_document = _split_records(input_data, charset)
-    records = [parse_record(value) for value in values]
+    records = [parse_record(value, loaded.hypothesis_template) for value in values]
     answers = classify(loaded, records)
     errors = sum(1 for record in records if record.error is not None)
     logger.info(

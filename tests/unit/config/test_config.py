@@ -224,3 +224,35 @@ def test_the_app_rejects_a_misspelled_key_at_synth(tmp_path):
 
     with pytest.raises(ConfigError, match="endpoint_mode"):
         build_app({**CONTEXT, "endpoint_mod": "provisioned"}, outdir=str(tmp_path))
+
+
+def test_hypothesis_template_defaults_to_the_handlers_default():
+    from stacks.serving_env import DEFAULT_HYPOTHESIS_TEMPLATE
+
+    assert Settings().hypothesis_template == DEFAULT_HYPOTHESIS_TEMPLATE == CONTEXT["hypothesis_template"]
+
+
+def test_a_japanese_hypothesis_template_is_accepted_from_the_command_line():
+    settings = Settings.from_context({"hypothesis_template": "この文章は{}に関するものです。"})
+    assert settings.hypothesis_template == "この文章は{}に関するものです。"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("This example is about the label.", "has no {}"),
+        ("{} or {}", "cannot be formatted"),
+        ("{label} is the topic", "cannot be formatted"),
+        ("{:>10000000}", "cannot be formatted"),
+        ("a } b {}", "cannot be formatted"),
+        ("{}" + "x" * 1100, "characters long"),
+        (5, "is a int"),
+    ],
+)
+def test_a_hypothesis_template_without_exactly_one_placeholder_fails_synth_with_the_fix(raw, reason):
+    with pytest.raises(ConfigError) as error:
+        Settings.from_context({"hypothesis_template": raw})
+    message = str(error.value)
+    assert message.startswith("Invalid value for 'hypothesis_template': ")
+    assert reason in message
+    assert '-c hypothesis_template="This example is {}."' in message

@@ -275,3 +275,69 @@ def test_japanese_text_and_labels(invoke, zero_shot_pipeline):
 def test_non_ascii_is_written_as_utf8_not_escaped(handler, loaded):
     text = handler.transform_fn(loaded, json.dumps(record(text="日本語")), "application/json", "application/json")
     assert "日本語" in text
+
+
+# --- the SageMaker JumpStart contract --------------------------------------------------------------------------------
+def jumpstart(text="one day I will see the world", labels=("travel", "cooking", "dancing"), **extra):
+    return {"sequences": text, "candidate_labels": list(labels), **extra}
+
+
+def test_jumpstart_request_gets_the_jumpstart_answer(invoke, zero_shot_pipeline):
+    # The request of the JumpStart zero-shot notebook (introduction_to_amazon_algorithms/jumpstart_zstc)
+    answer = invoke(jumpstart())
+    assert set(answer) == {"sequence", "labels", "scores"}
+    expected = zero_shot_pipeline("one day I will see the world", candidate_labels=["travel", "cooking", "dancing"])
+    assert_matches(answer, expected)
+
+
+def test_jumpstart_multi_class_scores_each_label_independently(invoke, zero_shot_pipeline):
+    labels = ["travel", "cooking", "dancing", "exploration"]
+    answer = invoke(jumpstart(labels=labels, multi_class=True))
+    expected = zero_shot_pipeline("one day I will see the world", candidate_labels=labels, multi_label=True)
+    assert_matches(answer, expected)
+    single = invoke(jumpstart(labels=labels, multi_class=False))
+    assert sum(single["scores"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_jumpstart_and_hugging_face_records_share_a_json_lines_request(invoke, zero_shot_pipeline):
+    answers = invoke(
+        None,
+        lines=[
+            jumpstart(id="js-1"),
+            record(id="hf-2"),
+            jumpstart(id="js-3", text=["first text", "second text"], hypothesis_template="About {}."),
+            jumpstart(id="js-4", labels=[]),
+        ],
+    )
+    assert [answers[0]["id"], answers[1]["id"], answers[3]["id"]] == ["js-1", "hf-2", "js-4"]
+    assert [result["id"] for result in answers[2]] == ["js-3", "js-3"]  # list input: one result per text
+    assert_matches(answers[1], zero_shot_pipeline("I will run a marathon", candidate_labels=LABELS))
+    assert [result["sequence"] for result in answers[2]] == ["first text", "second text"]
+    expected = zero_shot_pipeline(
+        "second text", candidate_labels=["travel", "cooking", "dancing"], hypothesis_template="About {}."
+    )
+    assert_matches(answers[2][1], expected)
+    assert answers[3] == {
+        "id": "js-4",
+        "error": 'candidate_labels is missing or empty: give at least one label, e.g. ["sports", "politics"].',
+    }
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"sequences": "", "candidate_labels": ["a"]}, '"sequences" is empty'),
+        ({"sequences": 3, "candidate_labels": ["a"]}, '"sequences" is int'),
+        ({"sequences": "text"}, "^candidate_labels is missing"),
+        ({"sequences": "text", "candidate_labels": ["a"], "multi_class": "yes"}, "^multi_class is 'yes'"),
+        ({"sequences": "t", "candidate_labels": ["a"], "multi_class": True, "multi_label": False}, "disagree"),
+        ({"sequences": "t", "inputs": "t", "candidate_labels": ["a"]}, 'both "inputs" and "sequences"'),
+        ({"sequences": "t", "parameters": {"candidate_labels": ["a"]}}, "at the top level"),
+        ({"sequences": "t", "candidate_labels": ["a"], "hypothesis_template": "none"}, "^hypothesis_template 'none'"),
+    ],
+)
+def test_bad_jumpstart_record_gets_an_error_naming_its_own_fields(invoke, bad, message):
+    answers = invoke(None, lines=[bad, jumpstart(id="next")])
+    assert set(answers[0]) == {"error"}
+    assert re.search(message, answers[0]["error"]), answers[0]["error"]
+    assert "labels" in answers[1]

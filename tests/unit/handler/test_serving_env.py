@@ -78,3 +78,27 @@ def test_cpu_families_have_no_gpu():
 def test_invalid_arguments_are_rejected_with_the_fix(kwargs, message):
     with pytest.raises(ValueError, match=message):
         serving_environment(**kwargs)
+
+
+def test_the_deployments_hypothesis_template_is_passed_to_the_handler():
+    env = serving_environment(
+        instance_type="ml.m5.xlarge",
+        batch_size=16,
+        timeout_seconds=60,
+        hypothesis_template="この文章は{}に関するものです。",
+    )
+    assert env["ZSTC_HYPOTHESIS_TEMPLATE"] == "この文章は{}に関するものです。"
+
+
+def test_without_a_template_the_handler_keeps_its_default():
+    assert "ZSTC_HYPOTHESIS_TEMPLATE" not in serving_environment(
+        instance_type="ml.m5.xlarge", batch_size=16, timeout_seconds=60
+    )
+
+
+@pytest.mark.parametrize("template", ["no braces", "{} {}", "{0:>99}"])
+def test_a_template_the_handler_would_refuse_is_refused_here(template):
+    with pytest.raises(ValueError, match="hypothesis_template"):
+        serving_environment(
+            instance_type="ml.m5.xlarge", batch_size=16, timeout_seconds=60, hypothesis_template=template
+        )
