@@ -80,7 +80,7 @@ def run(files: int, window: int) -> dict[str, object]:
                 "CLAIMS_TABLE": "claims",
                 "QUEUE_URL": queue,
                 "JOB_NAME_PREFIX": "bench-batch",
-                "MODEL_NAME": "m",
+                "BATCH_TARGETS": '[{"instance_type": "ml.m5.xlarge", "model_name": "m", "volume_kms_key": null}]',
                 "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/1",
                 "MAX_CONCURRENT_JOBS": "100",
                 "BATCH_WINDOW_SECONDS": str(window),

@@ -6,6 +6,8 @@ Runtime code: ``lambda/batch_trigger/`` and ``lambda/job_outcome/``. Design and 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -13,7 +15,7 @@ import jsii
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_events_targets as event_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -26,7 +28,8 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from stacks.checks import INLINE_POLICY_REASON, acknowledge, checkov_skip, logical_id, nag_arn
-from stacks.config import NVME_FAMILIES, Settings
+from stacks.config import Settings, has_nvme_storage
+from stacks.model import ZeroShotModel
 from stacks.network import Network
 from stacks.storage import PREFIXES
 
@@ -42,6 +45,11 @@ RETENTION: Final = Duration.days(14)  # SQS's maximum: the longest patience (336
 # Each S3 event names one object; with a window, one Lambda batch (≤ 1,000 files) becomes one job.
 BATCH_SIZE_WITH_WINDOW: Final = 1000
 BATCH_SIZE_WITHOUT_WINDOW: Final = 10
+# Mirrors of the trigger's log messages the dashboard queries (batch_trigger_logic; tests check they agree).
+JOB_STARTED_MESSAGE: Final = "Transform job started"
+INSTANCE_REFUSED_MESSAGE: Final = "Instance type refused: quota too small for the job"
+# How long the trigger skips an instance type after SageMaker answered that its quota is too small for a job.
+QUOTA_REFUSAL_TTL_SECONDS: Final = 6 * 3600
 TRIGGER_MAX_CONCURRENCY: Final = 2  # the job cap is counted per invocation: few concurrent invocations keep it tight
 
 _OUTSIDE_VPC: Final = (
@@ -60,6 +68,19 @@ _PYTHON_313: Final = (
     "Python 3.13 is the project's Lambda runtime (one runtime for all functions, matched to the Powertools layer "
     "3.22.1); moving to a newer one is a project-wide change."
 )
+
+
+@dataclass(frozen=True)
+class BatchTarget:
+    """An instance type batch jobs may run on, with the model (container family) its jobs use."""
+
+    instance_type: str
+    model: ZeroShotModel
+
+    @property
+    def volume_encryptable(self) -> bool:
+        """SageMaker rejects a volume KMS key on instance types with local NVMe storage (encrypted by hardware)."""
+        return not has_nvme_storage(self.instance_type)
 
 
 def job_name_prefix(stack_name: str) -> str:
@@ -87,6 +108,11 @@ def receives_for_patience(patience_seconds: int, *, base: int, maximum: int) -> 
         receives += 1
         waited += backoff_seconds(receives, base=base, maximum=maximum)
     return max(receives + 1, 2)
+
+
+def _unique(values: Any) -> list[str]:
+    """Distinct values in their first order (model ARNs are tokens: no sorting)."""
+    return list(dict.fromkeys(values))
 
 
 @jsii.implements(s3.IBucketNotificationDestination)
@@ -144,12 +170,15 @@ class BatchPipeline(Construct):
         key: kms.IKey,
         bucket: s3.IBucket,
         execution_role: iam.IRole,
-        model_name: str,
+        targets: Sequence[BatchTarget],
         network: Network | None,
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, id_)
+        if not targets:
+            raise ValueError("The batch path needs at least one instance type (batch_instance_types)")
         stack = Stack.of(self)
+        self.targets = list(targets)
         removal = RemovalPolicy.RETAIN if settings.retain_data else RemovalPolicy.DESTROY
         self.job_name_prefix = job_name_prefix(settings.stack_name)
         # The jobs' VPC placement comes from the model (CreateTransformJob has no VPC parameter); the functions run
@@ -301,8 +330,19 @@ class BatchPipeline(Construct):
                 "POWERTOOLS_SERVICE_NAME": "batch-trigger",
                 "CLAIMS_TABLE": self.claims_table.table_name,
                 "QUEUE_URL": self.queue.queue_url,
-                "MODEL_NAME": model_name,
-                "INSTANCE_TYPE": settings.batch_instance_type,
+                # The trigger's choices, decided here: per instance type (most preferred first) the model of its
+                # container family and the volume key (none on NVMe types, which SageMaker rejects it for).
+                "BATCH_TARGETS": stack.to_json_string(
+                    [
+                        {
+                            "instance_type": t.instance_type,
+                            "model_name": t.model.model_name,
+                            "volume_kms_key": key.key_arn if t.volume_encryptable else None,
+                        }
+                        for t in self.targets
+                    ]
+                ),
+                "QUOTA_REFUSAL_TTL_SECONDS": str(QUOTA_REFUSAL_TTL_SECONDS),
                 "INSTANCE_COUNT": str(settings.batch_instance_count),
                 "MAX_CONCURRENT_JOBS": str(settings.batch_max_concurrent_jobs),
                 "MAX_PAYLOAD_MB": str(settings.batch_max_payload_mb),
@@ -312,7 +352,6 @@ class BatchPipeline(Construct):
                 "MODEL_TIMEOUT_SECONDS": str(settings.batch_model_timeout_seconds),
                 "MODEL_RETRIES": str(settings.batch_model_retries),
                 "KMS_KEY_ARN": key.key_arn,
-                "NVME_FAMILIES": ",".join(sorted(NVME_FAMILIES)),
                 "BATCH_WINDOW_SECONDS": str(window),
                 "MAX_FILES_PER_JOB": str(BATCH_SIZE_WITH_WINDOW),
                 "CLAIM_TTL_SECONDS": str(patience + 7 * 86_400),
@@ -386,7 +425,7 @@ class BatchPipeline(Construct):
             ),
         )
         self.rule.add_target(
-            targets.LambdaFunction(
+            event_targets.LambdaFunction(
                 self.outcome_function,
                 dead_letter_queue=self.outcome_dead_letter_queue,
                 retry_attempts=8,
@@ -431,7 +470,10 @@ class BatchPipeline(Construct):
 
     def _grant_trigger(self, bucket: s3.IBucket, key: kms.IKey, execution_role: iam.IRole) -> None:
         fn = self.trigger_function
-        self.claims_table.grant(fn, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem")
+        # Claims, and the remembered quota refusals of instance types (deleted when a type works again).
+        self.claims_table.grant(
+            fn, "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:DeleteItem"
+        )
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 sid="UseStackKey",
@@ -472,7 +514,19 @@ class BatchPipeline(Construct):
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 sid="StartThisStacksTransformJobs",
-                actions=["sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob", "sagemaker:AddTags"],
+                actions=["sagemaker:CreateTransformJob"],
+                resources=[self._transform_job_arn()],
+                # Only with this stack's batch models, on the configured instance types.
+                conditions={
+                    "ArnEquals": {"sagemaker:ModelArn": _unique(t.model.model_arn for t in self.targets)},
+                    "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": [t.instance_type for t in self.targets]},
+                },
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="DescribeAndTagThisStacksTransformJobs",
+                actions=["sagemaker:DescribeTransformJob", "sagemaker:AddTags"],
                 resources=[self._transform_job_arn()],
             )
         )

@@ -63,3 +63,4 @@ class ZeroShotModel(Construct):
             checkov_skip(self.resource, "CKV_AWS_370", isolation_exception)
         self.resource.node.add_dependency(role)
         self.model_name = self.resource.attr_model_name
+        self.model_arn = self.resource.ref  # Ref of an AWS::SageMaker::Model is its ARN

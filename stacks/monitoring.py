@@ -17,7 +17,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from stacks.batch import METRICS_NAMESPACE, BatchPipeline
+from stacks.batch import INSTANCE_REFUSED_MESSAGE, JOB_STARTED_MESSAGE, METRICS_NAMESPACE, BatchPipeline
 from stacks.config import Settings
 from stacks.encryption import EncryptionKey
 from stacks.endpoint import VARIANT, InferenceEndpoint
@@ -414,7 +414,8 @@ class Monitoring(Construct):
                     title="Recent transform jobs (job-outcome logs)",
                     log_group_names=[b.outcome_log_group.log_group_name],
                     query_lines=[
-                        "fields @timestamp, job_name, job_status, files, files_failed, records, record_errors",
+                        "fields @timestamp, job_name, job_status, instance_type, files, files_failed, records, "
+                        "record_errors",
                         'filter message = "Job outcome recorded"',
                         "sort @timestamp desc",
                         "limit 20",
@@ -424,6 +425,37 @@ class Monitoring(Construct):
                     height=6,
                 ),
                 cloudwatch.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms.values()), width=8, height=6),
+            ]
+        )
+        # Which instance type the trigger chose (it falls back in the configured order when a quota is too small).
+        rows.append(
+            [
+                cloudwatch.LogQueryWidget(
+                    title="Jobs started and quota refusals by instance type (trigger logs)",
+                    log_group_names=[b.trigger_log_group.log_group_name],
+                    query_lines=[
+                        f'filter message in ["{JOB_STARTED_MESSAGE}", "{INSTANCE_REFUSED_MESSAGE}"]',
+                        "stats count(*) as jobs by instance_type, message",
+                        "sort jobs desc",
+                    ],
+                    view=cloudwatch.LogQueryVisualizationType.TABLE,
+                    width=12,
+                    height=6,
+                ),
+                cloudwatch.LogQueryWidget(
+                    title="Recent job starts (trigger logs)",
+                    log_group_names=[b.trigger_log_group.log_group_name],
+                    query_lines=[
+                        "fields @timestamp, job_name, instance_type, files, refused_instance_types, "
+                        "skipped_instance_types",
+                        f'filter message = "{JOB_STARTED_MESSAGE}"',
+                        "sort @timestamp desc",
+                        "limit 20",
+                    ],
+                    view=cloudwatch.LogQueryVisualizationType.TABLE,
+                    width=12,
+                    height=6,
+                ),
             ]
         )
         return rows

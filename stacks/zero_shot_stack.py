@@ -6,13 +6,13 @@ import aws_cdk as cdk
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.batch import BatchPipeline
+from stacks.batch import BatchPipeline, BatchTarget
 from stacks.checks import skip_checkov_for_cdk_handlers
-from stacks.config import Settings, is_gpu
+from stacks.config import Settings
 from stacks.encryption import EncryptionKey
 from stacks.endpoint import InferenceEndpoint
 from stacks.execution_role import SageMakerExecutionRole
-from stacks.images import InferenceImages
+from stacks.images import InferenceImages, processor
 from stacks.model import ZeroShotModel
 from stacks.model_import import ModelImport
 from stacks.monitoring import Monitoring
@@ -73,25 +73,33 @@ class ZeroShotStack(cdk.Stack):
             )
             model_data_url = self.model_import.model_data_url
 
-        self.model = self._model("Model", settings.batch_instance_type, model_data_url, isolated=True)
+        # Batch models: one per container family (GPU / CPU) and serving environment of the configured instance
+        # types, so usually one per family. The first type's model keeps the construct ID "Model".
+        self._models_by_setup: dict[tuple[str, tuple[tuple[str, str], ...]], ZeroShotModel] = {}
+        self.batch_models: dict[str, ZeroShotModel] = {}
+        for instance_type in settings.batch_instance_types:
+            setup = self._setup(instance_type, model_data_url)
+            if setup not in self._models_by_setup:
+                id_ = "Model" if not self._models_by_setup else f"Model{_pascal(instance_type)}"
+                self._models_by_setup[setup] = self._model(id_, instance_type, model_data_url, isolated=True)
+            self.batch_models[instance_type] = self._models_by_setup[setup]
+        self.model = self.batch_models[settings.batch_instance_type]
 
         # Endpoint
         self.endpoint: InferenceEndpoint | None = None
         if settings.has_endpoint:
-            shares_model = settings.endpoint_mode == "provisioned" and is_gpu(
-                settings.endpoint_instance_type
-            ) == is_gpu(settings.batch_instance_type)
+            shared = (
+                self._models_by_setup.get(self._setup(settings.endpoint_instance_type, model_data_url))
+                if settings.endpoint_mode == "provisioned"
+                else None
+            )
             # SageMaker runs serverless endpoints without network isolation (and never in a VPC): they get a model
             # of their own from the same artifact.
-            endpoint_model = (
-                self.model
-                if shares_model
-                else self._model(
-                    "EndpointModel",
-                    settings.endpoint_instance_type if settings.endpoint_mode == "provisioned" else "ml.m5.xlarge",
-                    model_data_url,
-                    isolated=settings.endpoint_mode == "provisioned",
-                )
+            endpoint_model = shared or self._model(
+                "EndpointModel",
+                settings.endpoint_instance_type if settings.endpoint_mode == "provisioned" else "ml.m5.xlarge",
+                model_data_url,
+                isolated=settings.endpoint_mode == "provisioned",
             )
             self.endpoint = InferenceEndpoint(
                 self, "Endpoint", settings=settings, model=endpoint_model.resource, key=self.key, bucket=self.bucket
@@ -105,7 +113,7 @@ class ZeroShotStack(cdk.Stack):
             key=self.key,
             bucket=self.bucket,
             execution_role=self.execution_role,
-            model_name=self.model.model_name,
+            targets=[BatchTarget(t, self.batch_models[t]) for t in settings.batch_instance_types],
             network=self.network,
             log_retention=log_retention,
         )
@@ -131,18 +139,28 @@ class ZeroShotStack(cdk.Stack):
         self._outputs()
         skip_checkov_for_cdk_handlers(self)
 
-    def _model(self, id_: str, instance_type: str, model_data_url: str | None, *, isolated: bool) -> ZeroShotModel:
-        """A model for ``instance_type``'s processor family; network-isolated when ``isolated`` and the weights come
-        from S3 (a Hub download needs egress)."""
+    def _environment(self, instance_type: str, model_data_url: str | None) -> dict[str, str]:
+        """The model environment for ``instance_type`` (the handler's settings for its family)."""
         s = self.settings
         environment = serving_environment(
             instance_type=instance_type,
             batch_size=s.inference_batch_size,
             timeout_seconds=s.batch_model_timeout_seconds,
+            hypothesis_template=s.hypothesis_template,
         )
         if model_data_url is None:
             # Hub loading (model_source=hub): the container downloads the pinned revision when it starts.
             environment = {**environment, "HF_MODEL_ID": s.model_id, "HF_MODEL_REVISION": s.model_revision}
+        return environment
+
+    def _setup(self, instance_type: str, model_data_url: str | None) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """What lets two instance types share a model: the container family and the environment."""
+        return processor(instance_type), tuple(sorted(self._environment(instance_type, model_data_url).items()))
+
+    def _model(self, id_: str, instance_type: str, model_data_url: str | None, *, isolated: bool) -> ZeroShotModel:
+        """A model for ``instance_type``'s processor family; network-isolated when ``isolated`` and the weights come
+        from S3 (a Hub download needs egress)."""
+        environment = self._environment(instance_type, model_data_url)
         return ZeroShotModel(
             self,
             id_,
@@ -162,9 +180,16 @@ class ZeroShotStack(cdk.Stack):
         cdk.CfnOutput(self, "InputPrefix", value=PREFIXES.input, description="Drop .jsonl files here")
         cdk.CfnOutput(self, "OutputPrefix", value=PREFIXES.output, description="Results (<input key>.out)")
         cdk.CfnOutput(self, "ErrorsPrefix", value=PREFIXES.errors, description="Status records of failed files")
-        cdk.CfnOutput(self, "ModelName", value=self.model.model_name, description="SageMaker model of batch jobs")
+        cdk.CfnOutput(
+            self, "ModelName", value=self.model.model_name, description="SageMaker model of batch jobs (first type)"
+        )
         if self.endpoint is not None:
             cdk.CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name, description="Real-time endpoint")
+
+
+def _pascal(instance_type: str) -> str:
+    """``ml.g4dn.xlarge`` → ``G4dnXlarge`` (construct IDs of the further batch models)."""
+    return "".join(part.capitalize() for part in instance_type.split(".")[1:])
 
 
 def _retention_name(days: int) -> str:

@@ -22,6 +22,7 @@ class JobRow:
     started: datetime | None
     ended: datetime | None
     failure_reason: str | None
+    instance_type: str | None = None  # the type the job ran on (the trigger may fall back to a later one)
 
     @property
     def inputs_text(self) -> str:
@@ -40,6 +41,7 @@ class JobRow:
             "started": iso(self.started),
             "ended": iso(self.ended),
             "failure_reason": self.failure_reason,
+            "instance_type": self.instance_type,
         }
 
 
@@ -135,6 +137,7 @@ def list_jobs(sagemaker: Any, s3: Any, stack: StackOutputs, *, limit: int, count
                     started=description.get("TransformStartTime"),
                     ended=description.get("TransformEndTime"),
                     failure_reason=description.get("FailureReason") or None,
+                    instance_type=description.get("TransformResources", {}).get("InstanceType"),
                 )
             )
             if len(rows) >= limit:

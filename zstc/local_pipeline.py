@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAMBDA_DIR = REPO / "lambda"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+LOCAL_INSTANCE_TYPE = "ml.m5.xlarge"  # what the emulated jobs report (the stack's default batch instance type)
 _instances = itertools.count(1)
 
 
@@ -320,7 +321,10 @@ class LocalPipeline:
             "CLAIMS_TABLE": r.claims_table,
             "QUEUE_URL": r.queue_url,
             "JOB_NAME_PREFIX": r.job_prefix,
-            "MODEL_NAME": r.model_name,
+            # As the stack sets it: the instance types in order, each with its model and volume-key decision.
+            "BATCH_TARGETS": json.dumps(
+                [{"instance_type": LOCAL_INSTANCE_TYPE, "model_name": r.model_name, "volume_kms_key": r.kms_key_arn}]
+            ),
             "KMS_KEY_ARN": r.kms_key_arn,
             "TOPIC_ARN": r.topic_arn,
             "BATCH_WINDOW_SECONDS": str(self.window_seconds),

@@ -35,6 +35,12 @@ MAX_VISIBILITY_SECONDS: Final = 43_200  # SQS maximum (12 hours)
 # Claim states in the claims table.
 CLAIMED: Final = "CLAIMED"  # claimed for a job that may not have started yet
 STARTED: Final = "STARTED"  # the job that covers this object version exists
+# Log messages the dashboard's instance-type widgets query (mirrored in stacks/batch.py).
+JOB_STARTED_MESSAGE: Final = "Transform job started"
+INSTANCE_REFUSED_MESSAGE: Final = "Instance type refused: quota too small for the job"
+# Rows of the claims table that remember an instance type's quota refusal (pk = prefix + instance type).
+REFUSAL_PK_PREFIX: Final = "quota-refusal#"
+INSTANCE_TYPE: Final = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
 
 
 # --- settings -----------------------------------------------------------------------------------------------------
@@ -55,6 +61,44 @@ def _int(env: Mapping[str, str], name: str, default: int | None, low: int, high:
     return value
 
 
+@dataclass(frozen=True)
+class Target:
+    """One instance type a job may run on, with what the stack decided for it: the SageMaker model (of the right
+    container family) and the volume KMS key (None on instance types with local NVMe storage, which reject one)."""
+
+    instance_type: str
+    model_name: str
+    volume_kms_key: str | None
+
+
+def parse_targets(raw: str | None) -> tuple[Target, ...]:
+    """``BATCH_TARGETS``: a JSON list, most preferred first, of ``{instance_type, model_name, volume_kms_key}``."""
+    example = '[{"instance_type": "ml.m5.xlarge", "model_name": "m", "volume_kms_key": null}]'
+    if not raw:
+        raise SettingsError(f"BATCH_TARGETS is not set: the batch stack sets it on the function, e.g. {example}")
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or not items:
+        raise SettingsError(f"BATCH_TARGETS={raw!r}: expected a non-empty JSON list, e.g. {example}")
+    targets: list[Target] = []
+    for item in items:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("instance_type"), str)
+            or not INSTANCE_TYPE.match(item["instance_type"])
+            or not isinstance(item.get("model_name"), str)
+            or not item["model_name"]
+            or not isinstance(item.get("volume_kms_key"), str | None)
+        ):
+            raise SettingsError(f"BATCH_TARGETS entry {item!r}: expected e.g. {example}")
+        targets.append(Target(item["instance_type"], item["model_name"], item.get("volume_kms_key") or None))
+    if len({t.instance_type for t in targets}) != len(targets):
+        raise SettingsError(f"BATCH_TARGETS={raw!r}: each instance type may be listed once")
+    return tuple(targets)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TriggerSettings:
     """The trigger function's configuration, read once from its environment (set by ``stacks/batch.py``)."""
@@ -67,8 +111,7 @@ class TriggerSettings:
     claims_table: str
     queue_url: str
     job_name_prefix: str
-    model_name: str
-    instance_type: str = "ml.m5.xlarge"
+    targets: tuple[Target, ...]  # most preferred first
     instance_count: int = 1
     max_concurrent_jobs: int = 2
     max_payload_mb: int = 1
@@ -76,7 +119,7 @@ class TriggerSettings:
     model_timeout_seconds: int = 3600
     model_retries: int = 1
     kms_key_arn: str
-    nvme_families: frozenset[str] = field(default_factory=frozenset)
+    refusal_ttl_seconds: int = 6 * 3600  # how long a quota refusal of an instance type is remembered
     window_seconds: int = 60
     max_files_per_job: int = 1000
     claim_ttl_seconds: int = 15 * 86_400
@@ -95,11 +138,6 @@ class TriggerSettings:
                 f"JOB_NAME_PREFIX={prefix!r}: expected 1-{MAX_JOB_PREFIX} lower-case letters, digits and single "
                 "hyphens, e.g. 'zeroshot-batch'"
             )
-        instance_type = env.get("INSTANCE_TYPE", "ml.m5.xlarge")
-        if not re.fullmatch(r"ml\.[a-z0-9-]+\.[a-z0-9]+", instance_type):
-            raise SettingsError(
-                f"INSTANCE_TYPE={instance_type!r}: expected a SageMaker instance type, e.g. ml.m5.xlarge"
-            )
         settings = cls(
             bucket=required_env(env, "BUCKET_NAME"),
             input_prefix=prefix_env(env, "INPUT_PREFIX", "input/"),
@@ -109,8 +147,7 @@ class TriggerSettings:
             claims_table=required_env(env, "CLAIMS_TABLE"),
             queue_url=required_env(env, "QUEUE_URL"),
             job_name_prefix=prefix,
-            model_name=required_env(env, "MODEL_NAME"),
-            instance_type=instance_type,
+            targets=parse_targets(env.get("BATCH_TARGETS")),
             instance_count=_int(env, "INSTANCE_COUNT", 1, 1, 100),
             max_concurrent_jobs=_int(env, "MAX_CONCURRENT_JOBS", 2, 1, 100),
             max_payload_mb=_int(env, "MAX_PAYLOAD_MB", 1, 1, 100),
@@ -118,7 +155,7 @@ class TriggerSettings:
             model_timeout_seconds=_int(env, "MODEL_TIMEOUT_SECONDS", 3600, 1, 3600),
             model_retries=_int(env, "MODEL_RETRIES", 1, 0, 3),
             kms_key_arn=required_env(env, "KMS_KEY_ARN"),
-            nvme_families=frozenset(f for f in env.get("NVME_FAMILIES", "").split(",") if f),
+            refusal_ttl_seconds=_int(env, "QUOTA_REFUSAL_TTL_SECONDS", 6 * 3600, 60, 7 * 86_400),
             window_seconds=_int(env, "BATCH_WINDOW_SECONDS", 60, 0, 300),
             max_files_per_job=_int(env, "MAX_FILES_PER_JOB", 1000, 1, 10_000),
             claim_ttl_seconds=_int(env, "CLAIM_TTL_SECONDS", 15 * 86_400, 3600, 366 * 86_400),
@@ -144,10 +181,8 @@ class TriggerSettings:
                 )
         return settings
 
-    @property
-    def volume_encryptable(self) -> bool:
-        """SageMaker rejects a volume KMS key on instance types with local NVMe storage."""
-        return self.instance_type.split(".")[1] not in self.nvme_families
+    def target(self, instance_type: str) -> Target:
+        return next(t for t in self.targets if t.instance_type == instance_type)
 
 
 # --- S3 events ------------------------------------------------------------------------------------------------------
@@ -293,22 +328,25 @@ def manifest_body(settings: TriggerSettings, objects: Sequence[S3Object]) -> byt
     )
 
 
-def transform_request(settings: TriggerSettings, name: str, manifest_uri: str, files: int) -> dict[str, Any]:
-    """The ``CreateTransformJob`` request for one manifest.
+def transform_request(
+    settings: TriggerSettings, name: str, manifest_uri: str, files: int, target: Target
+) -> dict[str, Any]:
+    """The ``CreateTransformJob`` request for one manifest on one instance type (``target``).
 
     Line split/assemble with MultiRecord batches keeps one output line per input line in order (the handler
     answers a MultiRecord body line for line and echoes ``id``). VPC config and the execution role come from the
     model, and so does the model server's timeout (the model's environment matches ``batch_model_timeout_seconds``).
-    The volume KMS key is omitted on NVMe instance types, whose local storage SageMaker cannot KMS-encrypt.
+    The volume KMS key is the target's: the stack omits it on NVMe instance types, whose local storage SageMaker
+    cannot KMS-encrypt.
     """
-    resources: dict[str, Any] = {"InstanceType": settings.instance_type, "InstanceCount": settings.instance_count}
-    if settings.volume_encryptable:
-        resources["VolumeKmsKeyId"] = settings.kms_key_arn
+    resources: dict[str, Any] = {"InstanceType": target.instance_type, "InstanceCount": settings.instance_count}
+    if target.volume_kms_key:
+        resources["VolumeKmsKeyId"] = target.volume_kms_key
     # The stock handler accepts exactly application/json, one record per request.
     content_type = "application/jsonlines" if settings.batch_strategy == "MultiRecord" else "application/json"
     return {
         "TransformJobName": name,
-        "ModelName": settings.model_name,
+        "ModelName": target.model_name,
         "MaxConcurrentTransforms": settings.max_concurrent_transforms,
         "MaxPayloadInMB": settings.max_payload_mb,
         "BatchStrategy": settings.batch_strategy,
@@ -336,6 +374,7 @@ def transform_request(settings: TriggerSettings, name: str, manifest_uri: str, f
             {"Key": "zstc:manifest", "Value": manifest_uri[:256]},
             {"Key": "zstc:files", "Value": str(files)},
             {"Key": "zstc:job-prefix", "Value": settings.job_name_prefix},
+            {"Key": "zstc:instance-type", "Value": target.instance_type},
         ],
     }
 
@@ -358,6 +397,75 @@ def is_name_taken(code: str, message: str) -> bool:
 def is_deferrable(code: str) -> bool:
     """Quota or throttling: the work must wait in the queue, not fail."""
     return code in DEFERRABLE_CODES
+
+
+# SageMaker's text for an account quota, e.g. "The account-level service limit 'ml.g4dn.xlarge for transform job
+# usage' is 0 Instances, with current utilization of 0 Instances and a request delta of 1 Instances. Please contact
+# AWS support to request an increase for this limit." Other limits use the same sentence with another quota name
+# ('Number of instances across all transform jobs', concurrent jobs): those are not about one instance type.
+_LIMIT_TEXT: Final = re.compile(
+    r"service limit '(?P<quota>[^']+)' is (?P<limit>\d+) \w+, with current utilization of (?P<used>\d+) \w+ "
+    r"and a request delta of (?P<delta>\d+)"
+)
+
+
+@dataclass(frozen=True)
+class QuotaAnswer:
+    """A ``ResourceLimitExceeded`` about one instance type's transform-job quota.
+
+    ``too_small``: the quota is below what the job needs even with nothing else running (new accounts often have 0
+    for GPU types): move the job to the next instance type and remember the refusal. Otherwise the quota is large
+    enough but in use right now: the job waits (deferred) like for the concurrent-job limit.
+    """
+
+    instance_type: str
+    quota_name: str
+    limit: int | None
+    used: int | None
+    needed: int | None
+
+    @property
+    def too_small(self) -> bool:
+        return self.limit is None or self.needed is None or self.limit < self.needed
+
+
+def instance_quota_answer(code: str, message: str, instance_type: str) -> QuotaAnswer | None:
+    """The quota answer when SageMaker refused ``instance_type`` itself; None for any other answer (including the
+    account-wide limits on instances and concurrent jobs, which are retried as before)."""
+    if code != "ResourceLimitExceeded":
+        return None
+    quota_name = f"{instance_type} for transform job usage"
+    if quota_name not in message:
+        return None
+    match = _LIMIT_TEXT.search(message)
+    if match is None or match.group("quota") != quota_name:
+        return QuotaAnswer(instance_type, quota_name, None, None, None)
+    return QuotaAnswer(
+        instance_type, quota_name, int(match.group("limit")), int(match.group("used")), int(match.group("delta"))
+    )
+
+
+def refusal_pk(instance_type: str) -> str:
+    return REFUSAL_PK_PREFIX + instance_type
+
+
+def try_order(targets: Sequence[Target], refused: Iterable[str]) -> list[Target]:
+    """The targets to try, in order: those not remembered as refused; all of them when every one is (a remembered
+    refusal only skips a type while another may work, so a raised quota is noticed)."""
+    refused_set = set(refused)
+    open_targets = [t for t in targets if t.instance_type not in refused_set]
+    return open_targets or list(targets)
+
+
+def refusal_reason(answers: Sequence[QuotaAnswer], instance_count: int) -> str:
+    """The status-record reason when every instance type was refused by its quota."""
+    parts = [f"'{a.quota_name}' is {a.limit if a.limit is not None else '?'}" for a in answers]
+    return (
+        f"No configured instance type has quota for this job ({instance_count} instance(s)): "
+        + "; ".join(parts)
+        + ". Request an increase in the Service Quotas console (Amazon SageMaker, '<type> for transform job usage') "
+        "or deploy with -c batch_instance_types=<types you have quota for>, then upload the file again."
+    )
 
 
 # --- claims -----------------------------------------------------------------------------------------------------------

@@ -8,6 +8,11 @@ writes is what makes the path crash-safe:
 2. write the manifest ``manifests/J.json`` listing exactly the versions claimed for J;
 3. create J (a "name already in use" answer counts as success); then mark the claims STARTED.
 
+J is created on the first configured instance type whose quota can hold it: when SageMaker answers that the
+account's quota for that type is smaller than the job needs, the same request goes to the next type, and the
+refusal is remembered in the claims table (a row with a TTL) so that later files skip the type meanwhile. When every
+type is refused, each file gets a status record under ``errors/`` that names the quotas.
+
 A crash or deferral anywhere leaves claims that a later attempt can finish: a claim whose job's manifest lists it
 is *resumed* (J is created from that manifest; creation is idempotent); a claim whose manifest does not exist or
 does not list it is *adopted* into the current attempt's job. Duplicates of claims held by a live invocation are
@@ -26,21 +31,29 @@ from typing import Any
 from batch_contract import is_stack_job, manifest_entries, status_key
 from batch_trigger_logic import (
     CLAIMED,
+    INSTANCE_REFUSED_MESSAGE,
+    JOB_STARTED_MESSAGE,
     STARTED,
     Claim,
+    QuotaAnswer,
     S3Object,
+    Target,
     TriggerSettings,
     backoff_seconds,
     claim_decision,
     group_objects,
+    instance_quota_answer,
     is_deferrable,
     is_name_taken,
     job_name,
     manifest_body,
     manifest_key,
     parse_message,
+    refusal_pk,
+    refusal_reason,
     relative_key,
     transform_request,
+    try_order,
 )
 from botocore.exceptions import ClientError
 
@@ -374,18 +387,8 @@ class BatchTrigger:
                 return
             manifest_uri = f"s3://{self.settings.bucket}/{manifest_key(self.settings, name)}"
             files = self._manifest_size(name) if not fresh else len(objects)
-            request = transform_request(self.settings, name, manifest_uri, files)
-            try:
-                self.sagemaker.create_transform_job(**request)
-                ctx.running += 1
-                result.jobs_started.append(name)
-                self.metrics.add_metric(name="JobsStarted", unit="Count", value=1)
-                self.logger.info("Transform job started", extra={"job_name": name, "files": files})
-            except ClientError as error:
-                code, text = _error_code(error)
-                if not is_name_taken(code, text):
-                    raise
-                self.logger.info("Transform job already exists", extra={"job_name": name})
+            if not self._start_job(name, manifest_uri, files, objects, ctx, result):
+                return
             ctx.started.add(name)
             self._mark_started(name, objects)
             for obj in objects:
@@ -397,6 +400,151 @@ class BatchTrigger:
                 return
             self.logger.exception("Could not start the transform job", extra={"job_name": name, "error_code": code})
             result.fail(message_ids, WorkFailed(f"{name}: {code}: {text}"))
+
+    def _start_job(
+        self, name: str, manifest_uri: str, files: int, objects: list[S3Object], ctx: _Attempt, result: BatchResult
+    ) -> bool:
+        """Create job ``name`` on the first instance type whose quota can hold it; True once the job exists.
+
+        A quota too small for the job moves it to the next type; any other error (the concurrent-job limit, a quota
+        that is only in use right now, throttling) propagates to the caller, which defers or fails as before.
+        """
+        refused = self._refused_types(ctx)
+        answers: list[QuotaAnswer] = []
+        for target in try_order(self.settings.targets, refused):
+            request = transform_request(self.settings, name, manifest_uri, files, target)
+            try:
+                self.sagemaker.create_transform_job(**request)
+            except ClientError as error:
+                code, text = _error_code(error)
+                if is_name_taken(code, text):
+                    self.logger.info("Transform job already exists", extra={"job_name": name})
+                    return True
+                answer = instance_quota_answer(code, text, target.instance_type)
+                if answer is None or not answer.too_small:
+                    raise
+                answers.append(answer)
+                self._remember_refusal(answer, ctx)
+                continue
+            ctx.running = (ctx.running or 0) + 1
+            result.jobs_started.append(name)
+            self.metrics.add_metric(name="JobsStarted", unit="Count", value=1)
+            if answers:
+                self.metrics.add_metric(name="JobsMovedToAnotherInstanceType", unit="Count", value=1)
+            self.logger.info(
+                JOB_STARTED_MESSAGE,
+                extra={
+                    "job_name": name,
+                    "files": files,
+                    "instance_type": target.instance_type,
+                    "model_name": target.model_name,
+                    "refused_instance_types": [a.instance_type for a in answers],
+                    "skipped_instance_types": sorted(set(refused) - {a.instance_type for a in answers}),
+                },
+            )
+            if target.instance_type in refused:  # the quota was raised: later files may use the type again
+                self._forget_refusal(target)
+            return True
+        self._fail_refused(name, objects, answers, ctx, result)
+        return False
+
+    # --- remembered quota refusals (rows of the claims table with a TTL) -----------------------------------------
+
+    def _refused_types(self, ctx: _Attempt) -> set[str]:
+        if ctx.refused is None:
+            ctx.refused = set()
+            if len(self.settings.targets) > 1:  # with one type there is nothing to skip to
+                for target in self.settings.targets:
+                    try:
+                        item = self.dynamodb.get_item(
+                            TableName=self.settings.claims_table, Key={"pk": {"S": refusal_pk(target.instance_type)}}
+                        ).get("Item")
+                    except ClientError:
+                        self.logger.warning(
+                            "Could not read a remembered quota refusal", extra={"instance_type": target.instance_type}
+                        )
+                        continue
+                    # DynamoDB deletes expired rows lazily (up to days later): the expiry is checked here.
+                    if item and int(item.get("expires_at", {}).get("N", "0")) > ctx.now:
+                        ctx.refused.add(target.instance_type)
+        return ctx.refused
+
+    def _remember_refusal(self, answer: QuotaAnswer, ctx: _Attempt) -> None:
+        self.logger.warning(
+            INSTANCE_REFUSED_MESSAGE,
+            extra={
+                "instance_type": answer.instance_type,
+                "quota_name": answer.quota_name,
+                "quota": answer.limit,
+                "quota_used": answer.used,
+                "instances_needed": answer.needed,
+            },
+        )
+        self.metrics.add_metric(name="InstanceTypeRefusals", unit="Count", value=1)
+        if ctx.refused is not None:
+            ctx.refused.add(answer.instance_type)
+        try:
+            self.dynamodb.put_item(
+                TableName=self.settings.claims_table,
+                Item={
+                    "pk": {"S": refusal_pk(answer.instance_type)},
+                    "instance_type": {"S": answer.instance_type},
+                    "quota_name": {"S": answer.quota_name},
+                    "refused_at": {"N": str(ctx.now)},
+                    "expires_at": {"N": str(ctx.now + self.settings.refusal_ttl_seconds)},
+                },
+            )
+        except ClientError:
+            self.logger.warning("Could not remember the quota refusal", extra={"instance_type": answer.instance_type})
+
+    def _forget_refusal(self, target: Target) -> None:
+        try:
+            self.dynamodb.delete_item(
+                TableName=self.settings.claims_table, Key={"pk": {"S": refusal_pk(target.instance_type)}}
+            )
+        except ClientError:
+            self.logger.warning("Could not forget the quota refusal", extra={"instance_type": target.instance_type})
+
+    def _fail_refused(
+        self, name: str, objects: list[S3Object], answers: list[QuotaAnswer], ctx: _Attempt, result: BatchResult
+    ) -> None:
+        """Every instance type was refused by its quota: a status record per file says so (the message is done)."""
+        reason = refusal_reason(answers, self.settings.instance_count)
+        self.metrics.add_metric(name="JobsRefused", unit="Count", value=1)
+        self.logger.error(
+            "No instance type has quota for the transform job",
+            extra={
+                "job_name": name,
+                "files": len(objects),
+                "refused_instance_types": [a.instance_type for a in answers],
+            },
+        )
+        for obj in objects:
+            relative = relative_key(obj.key, self.settings.input_prefix)
+            record = {
+                "input": f"s3://{obj.bucket}/{obj.key}",
+                "revision": obj.revision,
+                "job_name": name,
+                "job_status": "NotStarted",
+                "state": "Failed",
+                "output": None,
+                "instance_type": None,
+                "refused_instance_types": [a.instance_type for a in answers],
+                "reason": reason,
+            }
+            try:
+                self.s3.put_object(
+                    Bucket=self.settings.bucket,
+                    Key=status_key(self.settings.errors_prefix, relative),
+                    Body=json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8"),
+                    ContentType="application/json",
+                )
+            except ClientError as error:
+                self.logger.exception("Could not write the status record", extra=_log(obj, name))
+                result.fail(
+                    [m.message_id for m in ctx.owners[obj.claim_id]],
+                    WorkFailed(f"status record for {obj.key}: {_error_code(error)[0]}"),
+                )
 
     def _defer(self, name: str, objects: list[S3Object], ctx: _Attempt, result: BatchResult, reason: str) -> None:
         self.metrics.add_metric(name="JobsDeferred", unit="Count", value=1)
@@ -444,6 +592,7 @@ class _Attempt:
     now: int
     running: int | None
     started: set[str] = field(default_factory=set)
+    refused: set[str] | None = None  # instance types remembered as refused (read once per invocation)
 
 
 def _message_ids(objects: Iterable[S3Object], ctx: _Attempt) -> list[str]:

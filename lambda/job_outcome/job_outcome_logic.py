@@ -58,6 +58,7 @@ class JobEvent:
     manifest_uri: str | None
     output_path: str | None
     time: str | None
+    instance_type: str | None = None  # the type the job ran on (the trigger may have fallen back to a later one)
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> JobEvent:
@@ -70,6 +71,7 @@ class JobEvent:
             manifest_uri=source.get("S3Uri") if source.get("S3DataType") == "ManifestFile" else None,
             output_path=(detail.get("TransformOutput") or {}).get("S3OutputPath"),
             time=event.get("time"),
+            instance_type=(detail.get("TransformResources") or {}).get("InstanceType"),
         )
 
 
@@ -106,6 +108,7 @@ def status_record(settings: OutcomeSettings, job: JobEvent, outcome: FileOutcome
         "job_name": job.name,
         "job_status": job.status,
         "finished_at": job.time,
+        "instance_type": job.instance_type,
     }
     out_uri = f"s3://{settings.bucket}/{output_key(settings, outcome.relative)}"
     if outcome.succeeded:

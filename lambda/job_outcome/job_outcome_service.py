@@ -80,6 +80,7 @@ class JobOutcome:
             extra={
                 "job_name": job.name,
                 "job_status": job.status,
+                "instance_type": job.instance_type,
                 "files": len(outcomes),
                 "files_failed": len(failed),
                 "records": records,

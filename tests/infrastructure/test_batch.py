@@ -28,6 +28,20 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def plain(value: Any) -> str:
+    """A synthesized string value with each CloudFormation reference replaced by ``ref-<what it names>``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(plain(p) for p in parts)
+    if isinstance(value, dict) and "Ref" in value:
+        return f"ref-{value['Ref']}"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return "ref-" + ".".join(value["Fn::GetAtt"])
+    return "x"
+
+
 def env_of(s: Any, prefix: str) -> dict[str, Any]:
     fn = next(v for k, v in s.resources("AWS::Lambda::Function").items() if k.startswith(prefix))
     return fn["Properties"]["Environment"]["Variables"]
@@ -144,6 +158,73 @@ def test_transform_jobs_can_only_be_created_with_this_stacks_prefix(synth):
     assert json.dumps(resource).endswith(':transform-job/zeroshotclassification-batch-*"]]}')
 
 
+FALLBACK = {"batch_instance_types": "ml.g4dn.xlarge,ml.m5.xlarge"}
+
+
+def models(s: Any) -> dict[str, dict[str, Any]]:
+    return s.resources("AWS::SageMaker::Model")
+
+
+def family_of(model: dict[str, Any]) -> str:
+    return model["Properties"]["PrimaryContainer"]["Image"]["Fn::FindInMap"][2]
+
+
+def test_one_model_per_container_family_of_the_instance_types(synth):
+    # Given a GPU type then a CPU type (no endpoint, so only batch models)
+    s = synth(**FALLBACK, endpoint_mode="none")
+    # Then there is one GPU and one CPU model, and the first type's keeps the construct id "Model"
+    assert sorted(family_of(m) for m in models(s).values()) == ["cpu", "gpu"]
+    first = next(m for k, m in models(s).items() if k.startswith("Model") and not k.startswith("ModelM5"))
+    assert family_of(first) == "gpu"
+    # and a single type (the default) has one model
+    assert len(models(synth(endpoint_mode="none"))) == 1
+
+
+def test_two_types_of_one_family_and_environment_share_their_model(synth):
+    s = synth(batch_instance_types="ml.g4dn.xlarge,ml.g5.xlarge", endpoint_mode="none")
+    assert [family_of(m) for m in models(s).values()] == ["gpu"]
+
+
+def test_the_trigger_gets_each_types_model_and_volume_key_decision_in_order(synth):
+    s = synth(**FALLBACK, endpoint_mode="none")
+    # The value is JSON whose model names and key ARN are CloudFormation references
+    targets = json.loads(plain(env_of(s, "BatchTrigger")["BATCH_TARGETS"]))
+    assert [t["instance_type"] for t in targets] == ["ml.g4dn.xlarge", "ml.m5.xlarge"]
+    assert targets[0].get("volume_kms_key") is None  # g4dn has NVMe instance storage (CDK drops the null)
+    assert targets[1]["volume_kms_key"].startswith("ref-EncryptionKey")
+    # and each target names the model of its family
+    gpu_id = next(k for k, m in models(s).items() if family_of(m) == "gpu")
+    cpu_id = next(k for k, m in models(s).items() if family_of(m) == "cpu")
+    assert targets[0]["model_name"] == f"ref-{gpu_id}.ModelName"
+    assert targets[1]["model_name"] == f"ref-{cpu_id}.ModelName"
+
+
+def test_transform_jobs_can_only_use_this_stacks_models_and_instance_types(synth):
+    s = synth(**FALLBACK, endpoint_mode="none")
+    (creating,) = [
+        st for st in statements_of(s, "BatchTrigger") if "sagemaker:CreateTransformJob" in as_list(st["Action"])
+    ]
+    assert as_list(creating["Action"]) == ["sagemaker:CreateTransformJob"]
+    arns = creating["Condition"]["ArnEquals"]["sagemaker:ModelArn"]
+    assert sorted(a["Ref"] for a in arns) == sorted(models(s))
+    assert creating["Condition"]["ForAllValues:StringEquals"]["sagemaker:InstanceTypes"] == [
+        "ml.g4dn.xlarge",
+        "ml.m5.xlarge",
+    ]
+    # the endpoint's separate model (serverless here) is not one of them
+    s2 = synth(**FALLBACK)
+    (creating2,) = [
+        st for st in statements_of(s2, "BatchTrigger") if "sagemaker:CreateTransformJob" in as_list(st["Action"])
+    ]
+    assert len(creating2["Condition"]["ArnEquals"]["sagemaker:ModelArn"]) == 2 < len(models(s2))
+
+
+def test_the_fallback_configuration_passes_the_compliance_packs(synth):
+    # synth() runs cdk-nag (AwsSolutions, HIPAA, NIST): an unacknowledged finding raises
+    s = synth(**FALLBACK)
+    assert len(models(s)) == 3  # GPU and CPU batch models, the serverless endpoint's model
+
+
 def test_pass_role_is_only_for_the_execution_role_and_sagemaker(synth):
     s = synth()
     passing = [st for st in statements_of(s, "BatchTrigger") if "iam:PassRole" in as_list(st["Action"])]
@@ -176,12 +257,16 @@ def test_functions_have_encrypted_logs_with_retention_and_the_powertools_layer(s
 
 def test_the_function_settings_are_valid_for_the_runtime(synth):
     # Given the trigger's environment as synthesized (tokens replaced by plausible values)
-    env = {k: (v if isinstance(v, str) else "x") for k, v in env_of(synth(), "BatchTrigger").items()}
-    env["QUEUE_URL"] = "https://sqs/x"
-    # Then the function's own validation accepts it
-    settings = batch_trigger_logic.TriggerSettings.from_env(env)
-    assert settings.job_name_prefix == "zeroshotclassification-batch"
-    assert settings.max_payload_mb * settings.max_concurrent_transforms <= 100
+    for overrides in ({}, FALLBACK):
+        env = {k: plain(v) for k, v in env_of(synth(**overrides), "BatchTrigger").items()}
+        env["QUEUE_URL"] = "https://sqs/x"
+        # Then the function's own validation accepts it
+        settings = batch_trigger_logic.TriggerSettings.from_env(env)
+        assert settings.job_name_prefix == "zeroshotclassification-batch"
+        assert settings.max_payload_mb * settings.max_concurrent_transforms <= 100
+        assert [t.instance_type for t in settings.targets] == list(
+            synth(**overrides).stack.settings.batch_instance_types
+        )
 
 
 def test_stack_outputs_name_the_queue_dlq_and_job_prefix(synth):

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from stacks import batch
 from stacks.monitoring import dashboard_body
 
 TUNED = {
@@ -155,11 +156,30 @@ def test_trigger_widgets_show_errors_throttles_and_duration_percentiles(synth):
 
 def test_recent_jobs_table_queries_the_outcome_log_line_with_its_counts(synth):
     s = synth()
-    (w,) = [w for w in widgets(s) if w["type"] == "log"]
+    (w,) = [w for w in widgets(s) if w["type"] == "log" and "job-outcome" in w["properties"]["title"]]
     query = w["properties"]["query"]
     assert f"SOURCE '<{logical_id(s, 'AWS::Logs::LogGroup', 'BatchOutcomeLogs')}>'" in query
     assert 'filter message = "Job outcome recorded"' in query
-    assert "records, record_errors" in query
+    assert "instance_type" in query and "records, record_errors" in query
+
+
+def test_job_widgets_show_the_instance_type_the_trigger_chose(synth):
+    import batch_trigger_logic
+
+    # The dashboard's messages are the ones the trigger logs (two places: tests keep them equal)
+    assert batch_trigger_logic.JOB_STARTED_MESSAGE == batch.JOB_STARTED_MESSAGE
+    assert batch_trigger_logic.INSTANCE_REFUSED_MESSAGE == batch.INSTANCE_REFUSED_MESSAGE
+    s = synth(batch_instance_types="ml.g4dn.xlarge,ml.m5.xlarge")
+    trigger_logs = f"SOURCE '<{logical_id(s, 'AWS::Logs::LogGroup', 'BatchTriggerLogs')}>'"
+    queries = [
+        w["properties"]["query"] for w in widgets(s) if w["type"] == "log" and trigger_logs in w["properties"]["query"]
+    ]
+    assert len(queries) == 2
+    by_type = next(q for q in queries if "stats" in q)
+    assert "by instance_type" in by_type
+    assert batch.JOB_STARTED_MESSAGE in by_type and batch.INSTANCE_REFUSED_MESSAGE in by_type
+    recent = next(q for q in queries if "stats" not in q)
+    assert "instance_type" in recent and "refused_instance_types" in recent
 
 
 def test_the_alarm_status_widget_lists_every_alarm(synth):

@@ -13,6 +13,12 @@ from batch_trigger_service import BatchTrigger, Message
 REGION = "us-east-1"
 BUCKET = "zstc-batch-test"
 PREFIX = "zstc-test"
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+CPU_TARGET = {"instance_type": "ml.m5.xlarge", "model_name": "zstc-model", "volume_kms_key": KEY_ARN}
+GPU_TARGET = {"instance_type": "ml.g4dn.xlarge", "model_name": "zstc-model-gpu", "volume_kms_key": None}
+# What the stack sets on the trigger: the instance types in order, each with its model and volume-key decision.
+ONE_TARGET = json.dumps([CPU_TARGET])
+GPU_THEN_CPU = json.dumps([GPU_TARGET, CPU_TARGET])
 
 
 class Env:
@@ -44,11 +50,12 @@ class Env:
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        self.sagemaker.create_model(
-            ModelName="zstc-model",
-            ExecutionRoleArn="arn:aws:iam::123456789012:role/execution",
-            PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/hf:latest"},
-        )
+        for model in ("zstc-model", "zstc-model-gpu"):
+            self.sagemaker.create_model(
+                ModelName=model,
+                ExecutionRoleArn="arn:aws:iam::123456789012:role/execution",
+                PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/hf:latest"},
+            )
         self.message_count = 0
 
     def settings(self, **overrides: Any) -> TriggerSettings:
@@ -57,9 +64,8 @@ class Env:
             "CLAIMS_TABLE": "claims",
             "QUEUE_URL": self.queue_url,
             "JOB_NAME_PREFIX": PREFIX,
-            "MODEL_NAME": "zstc-model",
-            "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
-            "NVME_FAMILIES": "g4dn,g5,p3dn",
+            "BATCH_TARGETS": ONE_TARGET,
+            "KMS_KEY_ARN": KEY_ARN,
             "MAX_CONCURRENT_JOBS": "100",
         }
         env.update({k: str(v) for k, v in overrides.items()})

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.integration.batch.batch_moto import BUCKET, PREFIX, Env
+from tests.integration.batch.batch_moto import BUCKET, ONE_TARGET, PREFIX, Env
 
 
 def _context() -> SimpleNamespace:
@@ -27,7 +27,7 @@ def trigger_module(env: Env, monkeypatch: pytest.MonkeyPatch):
         "CLAIMS_TABLE": "claims",
         "QUEUE_URL": env.queue_url,
         "JOB_NAME_PREFIX": PREFIX,
-        "MODEL_NAME": "zstc-model",
+        "BATCH_TARGETS": ONE_TARGET,
         "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
         "MAX_CONCURRENT_JOBS": "10",
         "POWERTOOLS_METRICS_NAMESPACE": "ZeroShotClassification",

@@ -127,7 +127,9 @@ def test_quota_and_throttling_defer_only_the_affected_messages(env: Env) -> None
     stubber.add_client_error(
         "create_transform_job",
         "ResourceLimitExceeded",
-        "The account-level service limit 'ml.m5.xlarge for transform job usage' is 0 Instances",
+        "The account-level service limit 'Number of instances across all transform jobs' is 20 Instances, with "
+        "current utilization of 20 Instances and a request delta of 1 Instances. Please contact AWS support to "
+        "request an increase for this limit.",
         http_status_code=400,
     )
     stubber.add_client_error("create_transform_job", "ThrottlingException", "Rate exceeded", http_status_code=400)

@@ -15,17 +15,22 @@ from batch_trigger_logic import (
     Claim,
     S3Object,
     SettingsError,
+    Target,
     TriggerSettings,
     backoff_seconds,
     claim_decision,
     group_objects,
+    instance_quota_answer,
     is_deferrable,
     is_name_taken,
     job_name,
     manifest_body,
     parse_message,
+    parse_targets,
     receives_for_patience,
+    refusal_reason,
     transform_request,
+    try_order,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,10 +41,18 @@ BASE_ENV = {
     "CLAIMS_TABLE": "claims",
     "QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
     "JOB_NAME_PREFIX": "zeroshot-batch",
-    "MODEL_NAME": "zstc-model",
+    "BATCH_TARGETS": json.dumps(
+        [
+            {"instance_type": "ml.g5.xlarge", "model_name": "zstc-gpu", "volume_kms_key": None},
+            {"instance_type": "ml.m5.xlarge", "model_name": "zstc-cpu", "volume_kms_key": KEY_ARN},
+        ]
+    ),
     "KMS_KEY_ARN": KEY_ARN,
-    "NVME_FAMILIES": "g4dn,g5,p3dn",
 }
+GPU, CPU = (
+    Target("ml.g5.xlarge", "zstc-gpu", None),
+    Target("ml.m5.xlarge", "zstc-cpu", KEY_ARN),
+)
 
 
 def make_settings(**overrides: str) -> TriggerSettings:
@@ -217,7 +230,7 @@ def test_manifest_lists_keys_relative_to_the_input_prefix() -> None:
 
 
 def test_request_keeps_the_line_for_line_contract() -> None:
-    request = transform_request(make_settings(), "zeroshot-batch-x", "s3://data-bucket/manifests/x.json", 3)
+    request = transform_request(make_settings(), "zeroshot-batch-x", "s3://data-bucket/manifests/x.json", 3, CPU)
     assert request["TransformInput"]["SplitType"] == "Line"
     assert request["TransformOutput"]["AssembleWith"] == "Line"
     assert request["BatchStrategy"] == "MultiRecord"
@@ -234,26 +247,120 @@ def test_request_keeps_the_line_for_line_contract() -> None:
 
 
 def test_request_encrypts_output_and_volume_with_the_stack_key() -> None:
-    request = transform_request(make_settings(), "n", "s3://b/m.json", 1)
+    request = transform_request(make_settings(), "n", "s3://b/m.json", 1, CPU)
     assert request["TransformOutput"]["KmsKeyId"] == KEY_ARN
     assert request["TransformResources"]["VolumeKmsKeyId"] == KEY_ARN
 
 
-def test_request_omits_the_volume_key_on_nvme_instance_types() -> None:
-    request = transform_request(make_settings(INSTANCE_TYPE="ml.g5.xlarge"), "n", "s3://b/m.json", 1)
+def test_request_omits_the_volume_key_where_the_stack_decided_so() -> None:
+    # The stack passes no volume key for NVMe instance types (SageMaker rejects one there).
+    request = transform_request(make_settings(), "n", "s3://b/m.json", 1, GPU)
     assert "VolumeKmsKeyId" not in request["TransformResources"]
     assert request["TransformOutput"]["KmsKeyId"] == KEY_ARN
 
 
+def test_request_runs_the_targets_model_on_its_instance_type() -> None:
+    request = transform_request(make_settings(), "n", "s3://b/m.json", 1, GPU)
+    assert request["ModelName"] == "zstc-gpu"
+    assert request["TransformResources"] == {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1}
+    assert {"Key": "zstc:instance-type", "Value": "ml.g5.xlarge"} in request["Tags"]
+
+
+def test_targets_keep_the_configured_order() -> None:
+    assert make_settings().targets == (GPU, CPU)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "BATCH_TARGETS is not set"),
+        ("not json", "expected a non-empty JSON list"),
+        ("[]", "expected a non-empty JSON list"),
+        ('[{"instance_type": "m5.xlarge", "model_name": "m", "volume_kms_key": null}]', "entry"),
+        ('[{"instance_type": "ml.m5.xlarge", "model_name": "", "volume_kms_key": null}]', "entry"),
+        (
+            '[{"instance_type": "ml.m5.xlarge", "model_name": "a", "volume_kms_key": null},'
+            ' {"instance_type": "ml.m5.xlarge", "model_name": "b", "volume_kms_key": null}]',
+            "listed once",
+        ),
+    ],
+)
+def test_bad_targets_fail_naming_the_variable(raw: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        parse_targets(raw)
+
+
+# The texts SageMaker answers with (account-level service limits; the same sentence for every limit).
+QUOTA_ZERO = (
+    "The account-level service limit 'ml.g5.xlarge for transform job usage' is 0 Instances, with current "
+    "utilization of 0 Instances and a request delta of 1 Instances. Please contact AWS support to request an "
+    "increase for this limit."
+)
+QUOTA_IN_USE = (
+    "The account-level service limit 'ml.g5.xlarge for transform job usage' is 2 Instances, with current "
+    "utilization of 2 Instances and a request delta of 1 Instances. Please contact AWS support to request an "
+    "increase for this limit."
+)
+ALL_INSTANCES = (
+    "The account-level service limit 'Number of instances across all transform jobs' is 20 Instances, with current "
+    "utilization of 20 Instances and a request delta of 1 Instances. Please contact AWS support to request an "
+    "increase for this limit."
+)
+
+
+def test_a_quota_of_zero_for_the_instance_type_is_too_small() -> None:
+    answer = instance_quota_answer("ResourceLimitExceeded", QUOTA_ZERO, "ml.g5.xlarge")
+    assert answer is not None and answer.too_small
+    assert (answer.limit, answer.used, answer.needed) == (0, 0, 1)
+
+
+def test_a_quota_that_is_only_in_use_is_not_too_small() -> None:
+    answer = instance_quota_answer("ResourceLimitExceeded", QUOTA_IN_USE, "ml.g5.xlarge")
+    assert answer is not None and not answer.too_small
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "instance_type"),
+    [
+        ("ResourceLimitExceeded", ALL_INSTANCES, "ml.g5.xlarge"),  # account-wide limit: not about one type
+        ("ResourceLimitExceeded", QUOTA_ZERO, "ml.m5.xlarge"),  # names another type
+        ("ThrottlingException", QUOTA_ZERO, "ml.g5.xlarge"),
+        ("ResourceLimitExceeded", "Too many concurrent transform jobs", "ml.g5.xlarge"),
+    ],
+)
+def test_other_limits_are_not_an_instance_type_refusal(code: str, message: str, instance_type: str) -> None:
+    assert instance_quota_answer(code, message, instance_type) is None
+
+
+def test_an_unparsed_instance_type_quota_text_still_counts_as_a_refusal() -> None:
+    answer = instance_quota_answer(
+        "ResourceLimitExceeded", "Quota 'ml.g5.xlarge for transform job usage'", "ml.g5.xlarge"
+    )
+    assert answer is not None and answer.too_small and answer.limit is None
+
+
+def test_remembered_refusals_are_skipped_unless_every_type_is_refused() -> None:
+    assert try_order([GPU, CPU], []) == [GPU, CPU]
+    assert try_order([GPU, CPU], ["ml.g5.xlarge"]) == [CPU]
+    assert try_order([GPU, CPU], ["ml.g5.xlarge", "ml.m5.xlarge"]) == [GPU, CPU]
+
+
+def test_the_refusal_reason_names_each_quota_and_the_fix() -> None:
+    answers = [instance_quota_answer("ResourceLimitExceeded", QUOTA_ZERO, "ml.g5.xlarge")]
+    reason = refusal_reason([a for a in answers if a], 1)
+    assert "'ml.g5.xlarge for transform job usage' is 0" in reason
+    assert "Service Quotas" in reason and "-c batch_instance_types=" in reason
+
+
 def test_request_sends_json_lines_mini_batches_to_our_handler_by_default() -> None:
-    request = transform_request(make_settings(), "n", "s3://b/m.json", 1)
+    request = transform_request(make_settings(), "n", "s3://b/m.json", 1, CPU)
     assert request["TransformInput"]["ContentType"] == "application/jsonlines"
     assert request["TransformOutput"]["Accept"] == "application/jsonlines"
 
 
 def test_request_sends_one_json_record_per_request_to_the_stock_handler() -> None:
     # model_source=hub: the toolkit's stock handler accepts exactly application/json, one record per request.
-    request = transform_request(make_settings(BATCH_STRATEGY="SingleRecord"), "n", "s3://b/m.json", 1)
+    request = transform_request(make_settings(BATCH_STRATEGY="SingleRecord"), "n", "s3://b/m.json", 1, CPU)
     assert request["BatchStrategy"] == "SingleRecord"
     assert request["TransformInput"]["ContentType"] == "application/json"
     assert request["TransformInput"]["SplitType"] == "Line"

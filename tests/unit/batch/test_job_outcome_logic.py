@@ -77,3 +77,11 @@ def test_the_failure_notice_fits_sns() -> None:
 def test_missing_topic_fails_with_the_variable_named() -> None:
     with pytest.raises(SettingsError, match="TOPIC_ARN"):
         OutcomeSettings.from_env({"BUCKET_NAME": "b", "JOB_NAME_PREFIX": "p"})
+
+
+@pytest.mark.parametrize("fixture", ["batch_transform_job_completed.json", "batch_transform_job_failed.json"])
+def test_the_status_record_says_which_instance_type_ran(fixture: str) -> None:
+    job = event(fixture)
+    expected = json.loads((EVENTS / fixture).read_text())["detail"]["TransformResources"]["InstanceType"]
+    _, record = status_record(SETTINGS, job, FileOutcome("a.jsonl", job.status == "Completed", True, records=1))
+    assert record["instance_type"] == expected

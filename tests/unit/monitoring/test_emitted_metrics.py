@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from tests.integration.batch.batch_moto import BUCKET, PREFIX, REGION, Env
+from tests.integration.batch.batch_moto import BUCKET, ONE_TARGET, PREFIX, REGION, Env
 
 NAMESPACE = "ZeroShotClassification"
 CONTEXT = SimpleNamespace(
@@ -70,7 +70,7 @@ def trigger(env: Env, monkeypatch: pytest.MonkeyPatch):
     for name, value in {
         "CLAIMS_TABLE": "claims",
         "QUEUE_URL": env.queue_url,
-        "MODEL_NAME": "zstc-model",
+        "BATCH_TARGETS": ONE_TARGET,
         "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
         "MAX_CONCURRENT_JOBS": "10",
         "POWERTOOLS_SERVICE_NAME": "batch-trigger",
@@ -117,6 +117,21 @@ def test_the_trigger_counts_files_received_and_jobs_started(env, trigger, capsys
     assert counts["FilesReceived"] == 2
     assert counts["JobsStarted"] == 1
     assert counts.get("FilesDuplicate", 0) == 0
+
+
+def test_the_trigger_logs_the_instance_type_each_job_started_on(env, trigger):
+    # Given the function's own JSON formatter on a capturing handler
+    capture = _Capture(trigger.logger.registered_formatter)
+    trigger.logger.addHandler(capture)
+    try:
+        # When a file starts a job
+        trigger.handler(sqs_event(env, ["input/t.jsonl"]), CONTEXT)
+    finally:
+        trigger.logger.removeHandler(capture)
+    # Then the "Transform job started" line carries the fields of the dashboard's instance-type widget
+    (started,) = [line for line in capture.lines if line["message"] == "Transform job started"]
+    assert started["instance_type"] == "ml.m5.xlarge" and started["model_name"] == "zstc-model"
+    assert started["refused_instance_types"] == []
 
 
 def test_the_trigger_counts_duplicates_and_starts_no_job_for_them(env, trigger, capsys):
@@ -190,6 +205,7 @@ def job_event(env: Env, status: str, outputs: dict[str, bytes]) -> dict[str, Any
                 }
             },
             "TransformOutput": {"S3OutputPath": f"s3://{BUCKET}/output/"},
+            "TransformResources": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1},
         },
     }
 
@@ -247,8 +263,10 @@ def test_outcome_logs_name_the_job_and_each_file_and_carry_the_counts_the_dashbo
     assert all(line["job_name"] == name for line in files)
     # And the summary line has the fields of the dashboard's "Recent transform jobs" table
     (summary,) = [line for line in capture.lines if line["message"] == "Job outcome recorded"]
-    assert {k: summary[k] for k in ("job_name", "job_status", "files", "files_failed", "records", "record_errors")} == {
+    fields = ("job_name", "job_status", "instance_type", "files", "files_failed", "records", "record_errors")
+    assert {k: summary[k] for k in fields} == {
         "job_name": name,
+        "instance_type": "ml.g4dn.xlarge",
         "job_status": "Failed",
         "files": 2,
         "files_failed": 1,
