@@ -536,7 +536,7 @@ def run_smoke(
 ) -> SmokeResult:
     """Drop three records into the batch path as ``zstc submit`` does and follow them to their status record."""
     from zstc import inputs, jobs, submit
-    from zstc.errors import JobFailedError, StillWaitingError
+    from zstc.errors import JobFailedError
     from zstc.stack import client
 
     s3, sagemaker = client(aws, "s3"), client(aws, "sagemaker")
@@ -547,46 +547,42 @@ def run_smoke(
     state = submission.state
     uri = f"s3://{state.bucket}/{state.key}"
     watcher = submit.Watcher(s3=s3, sagemaker=sagemaker, stack=stack, state=state)
-    started = time.monotonic()
-    try:
-        submit.wait_for_output(
-            watcher, poll_seconds=poll, timeout_seconds=timeout, on_progress=lambda _: None, sleep=sleep
-        )
-    except StillWaitingError:
-        stage = "no transform job started" if not state.job_name else f"job {state.job_name} still running"
-        return SmokeResult(
-            checks=[
-                Check(
-                    name,
-                    FAIL,
-                    f"{uri}: no status record after {timeout:.0f} s ({stage})",
-                    "see `zstc jobs`, the dead-letter queue and the trigger's logs; a quota of 0 keeps the file "
-                    "queued (see the quota rows); a longer --smoke-timeout waits more",
-                )
-            ],
-            job_name=state.job_name,
-        )
-    except JobFailedError as error:
-        return SmokeResult(
-            checks=[Check(name, FAIL, str(error), "read the status record's reason and the job's CloudWatch logs")],
-            job_name=state.job_name,
-        )
+    uploaded = datetime.fromisoformat(state.uploaded_at) if state.uploaded_at else None
     success_key, failure_key = stack.status_keys(state.key)
-    status_head = None
+    deadline = time.monotonic() + timeout
+    # The status record is the file's one documented result, wherever SageMaker put the output: wait for it, and let
+    # the watcher find the job, follow its state and turn a failure status record into JobFailedError.
+    status_head = _head(s3, stack.bucket, success_key)
     while status_head is None:
+        try:
+            watcher.poll()
+        except JobFailedError as error:
+            failed = _head(s3, stack.bucket, failure_key)
+            took = _seconds(uploaded, failed.get("LastModified")) if failed else None
+            after = f" ({took:.0f} s from drop to status)" if took is not None else ""
+            return SmokeResult(
+                checks=[
+                    Check(
+                        name,
+                        FAIL,
+                        f"{error}{after}",
+                        "read the status record's reason and the job's CloudWatch logs (/aws/sagemaker/TransformJobs)",
+                    )
+                ],
+                job_name=state.job_name,
+            )
         status_head = _head(s3, stack.bucket, success_key)
-        if status_head is None and (failed := _head(s3, stack.bucket, failure_key)) is not None:
-            status_head, success_key = failed, failure_key
         if status_head is None:
-            if time.monotonic() - started > timeout:
+            if time.monotonic() > deadline:
+                stage = "no transform job started" if not state.job_name else f"job {state.job_name} ran"
                 return SmokeResult(
                     checks=[
                         Check(
                             name,
                             FAIL,
-                            f"output written but no status record at s3://{stack.bucket}/{success_key} after "
-                            f"{timeout:.0f} s",
-                            "the job-outcome function did not run: check its logs and its EventBridge rule",
+                            f"{uri}: no status record after {timeout:.0f} s ({stage})",
+                            "see `zstc jobs`, the dead-letter queue and the functions' logs; a quota of 0 keeps the "
+                            "file queued (see the quota rows); --smoke-timeout waits longer",
                         )
                     ],
                     job_name=state.job_name,
@@ -595,7 +591,6 @@ def run_smoke(
     status = json.loads(s3.get_object(Bucket=stack.bucket, Key=success_key)["Body"].read())
     # The watcher stops at the output and may not have looked the job up: the status record names it.
     state.job_name = str(status.get("job_name") or "") or state.job_name or watcher.find_job()
-    uploaded = datetime.fromisoformat(state.uploaded_at) if state.uploaded_at else None
     took = _seconds(uploaded, status_head.get("LastModified"))
     took_text = f"{took:.0f} s from drop to status" if took is not None else "time unknown"
     state_text = str(status.get("state", "?"))
@@ -759,7 +754,24 @@ def run_checks(
         checks.append(Check("endpoint", SKIP, "the stack has no real-time endpoint (endpoint_mode=none)"))
 
     if smoke:
-        result = run_smoke(aws, stack, timeout=smoke_timeout, poll=poll, sleep=sleep)
+        from boto3.exceptions import Boto3Error
+
+        from zstc.errors import ZstcError
+
+        try:
+            result = run_smoke(aws, stack, timeout=smoke_timeout, poll=poll, sleep=sleep)
+        except (ClientError, BotoCoreError, Boto3Error, ZstcError) as error:
+            result = SmokeResult(
+                checks=[
+                    Check(
+                        "batch smoke file",
+                        FAIL,
+                        f"stopped: {_aws_message(error)}",
+                        f"use credentials allowed to write s3://{stack.bucket}/{stack.input_prefix} and read the "
+                        "stack's outputs and jobs (as `zstc submit` needs)",
+                    )
+                ]
+            )
         checks.extend(result.checks)
         if capacity is None and result.job_name:
             capacity = capacity_of_newest_job(clients.sagemaker, stack, result.job_name)

@@ -195,6 +195,103 @@ def test_the_command_prints_one_table_and_exits_non_zero_when_a_check_fails(aws,
     assert "check(s) do not hold" in result.text
 
 
+def test_a_smoke_file_that_cannot_be_uploaded_is_a_failed_row_not_a_crash(aws):
+    # Given a stack whose bucket is gone (or credentials that may not write to it)
+    _deploy_stack_with_trigger_and_endpoint(TRIGGER_ENV, endpoint=False)
+    quotas, _ = stubbed_quotas([_quota("ml.m5.xlarge for transform job usage", "L-M5T", 2.0)])
+    stack = find_stack(aws, "ZeroShotClassification")
+    clients = replace(doctor.Clients.of(aws), service_quotas=quotas)
+    # When the doctor runs the smoke file
+    checks = doctor.run_checks(aws, stack, clients, smoke=True, smoke_timeout=5, poll=0.1)
+    # Then its row fails naming the cause, and the other rows are still there
+    row = _rows(checks)["batch smoke file"]
+    assert row.state == doctor.FAIL
+    assert "NoSuchBucket" in row.detail
+    assert "s3://zs-data/input/" in row.fix
+    assert _rows(checks)["quota: batch ml.m5.xlarge"].state == doctor.OK
+
+
+class FakeBatchPath:
+    """Between the doctor's polls, does what the deployed batch path does with the smoke file: a transform job over a
+    manifest, its output under the naming ``form``, and the job-outcome function's status record (or failure)."""
+
+    def __init__(self, *, form: str = "base name", fail: bool = False, run: bool = True) -> None:
+        self.s3 = boto3.client("s3", region_name=REGION)
+        self.sagemaker = boto3.client("sagemaker", region_name=REGION)
+        self.form, self.fail, self.run, self.done = form, fail, run, False
+
+    def __call__(self, seconds: float) -> None:
+        if self.done or not self.run:
+            return
+        keys = [o["Key"] for o in self.s3.list_objects_v2(Bucket="zs-data", Prefix="input/").get("Contents", [])]
+        key = next(k for k in keys if "doctor-smoke" in k)
+        relative = key.removeprefix("input/")
+        job = "zs-batch-0123456789abcdef01234567"
+        manifest = f"manifests/{job}.manifest"
+        self.s3.put_object(
+            Bucket="zs-data", Key=manifest, Body=json.dumps([{"prefix": "s3://zs-data/input/"}, relative])
+        )
+        self.sagemaker.create_transform_job(
+            TransformJobName=job,
+            ModelName="zs-model",
+            TransformInput={
+                "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": f"s3://zs-data/{manifest}"}}
+            },
+            TransformOutput={"S3OutputPath": "s3://zs-data/output/"},
+            TransformResources={"InstanceType": "ml.c5.xlarge", "InstanceCount": 1},
+        )
+        if self.fail:
+            record = {"job_name": job, "state": "Failed", "reason": "ClientError: See job logs for more information"}
+            self.s3.put_object(Bucket="zs-data", Key=f"errors/{relative}.status.json", Body=json.dumps(record))
+        else:
+            name = {"relative key": relative, "base name": key.rsplit("/", 1)[-1], "full key": key}[self.form]
+            lines = [json.dumps({"id": f"doctor-{i}", "labels": ["health"], "scores": [1.0]}) for i in (1, 2, 3)]
+            self.s3.put_object(Bucket="zs-data", Key=f"output/{name}.out", Body="\n".join(lines) + "\n")
+            record = {"job_name": job, "state": "Succeeded", "records": 3, "record_errors": 0}
+            self.s3.put_object(Bucket="zs-data", Key=f"output/{relative}.status.json", Body=json.dumps(record))
+        self.done = True
+
+
+def _smoke(aws, batch_path: FakeBatchPath, timeout: float = 30.0):
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="zs-data")
+    _deploy_stack_with_trigger_and_endpoint({"JOB_NAME_PREFIX": "other"}, endpoint=False)
+    quotas, _ = stubbed_quotas([_quota("ml.c5.xlarge for transform job usage", "L-C5T", 0.0)])
+    stack = find_stack(aws, "ZeroShotClassification")
+    clients = replace(doctor.Clients.of(aws), service_quotas=quotas)
+    return _rows(doctor.run_checks(aws, stack, clients, smoke_timeout=timeout, poll=0.01, sleep=batch_path))
+
+
+@pytest.mark.parametrize("form", doctor.NAMING_FORMS)
+def test_the_smoke_file_reports_the_output_naming_sagemaker_used_whatever_it_is(aws, form):
+    rows = _smoke(aws, FakeBatchPath(form=form))
+    assert rows["batch smoke file"].state == doctor.OK
+    assert "Succeeded: 3 of 3 records" in rows["batch smoke file"].detail
+    naming = rows["batch output naming"]
+    assert naming.state == doctor.OK
+    assert naming.detail.startswith(form + ":")
+    assert "(job zs-batch-0123456789abcdef01234567)" in naming.detail
+    # no trigger of this stack was found, so the quota row comes from the smoke job: c5 has quota 0
+    quota = rows["quota: batch ml.c5.xlarge"]
+    assert quota.state == doctor.FAIL
+    assert "[configured in transform job zs-batch-0123456789abcdef01234567]" in quota.detail
+
+
+def test_a_failed_smoke_file_gives_the_status_record_reason(aws):
+    rows = _smoke(aws, FakeBatchPath(fail=True))
+    row = rows["batch smoke file"]
+    assert row.state == doctor.FAIL
+    assert "ClientError: See job logs" in row.detail
+    assert "s from drop to status" in row.detail
+
+
+def test_a_smoke_file_nobody_picks_up_times_out_with_the_stage(aws):
+    rows = _smoke(aws, FakeBatchPath(run=False), timeout=0.2)
+    row = rows["batch smoke file"]
+    assert row.state == doctor.FAIL
+    assert "no status record after 0 s (no transform job started)" in row.detail
+    assert "quota: batch" in rows and rows["quota: batch"].state == doctor.UNKNOWN
+
+
 # --- the smoke file through the local batch path ------------------------------------------------------------------
 
 
