@@ -240,6 +240,7 @@ class FakeBatchPath:
             TransformOutput={"S3OutputPath": "s3://zs-data/output/"},
             TransformResources={"InstanceType": "ml.c5.xlarge", "InstanceCount": 1},
         )
+        record: dict[str, object]
         if self.fail:
             record = {"job_name": job, "state": "Failed", "reason": "ClientError: See job logs for more information"}
             self.s3.put_object(Bucket="zs-data", Key=f"errors/{relative}.status.json", Body=json.dumps(record))
