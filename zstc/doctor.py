@@ -154,6 +154,7 @@ def quota_check(
     want: int | None = None,
     what: str = "instance(s)",
     needs: str = "one job needs",
+    want_for: str = "at once (jobs wait for each other)",
     fallback: str | None = None,
 ) -> Check:
     """Compare one quota with what a job (``need``) and full parallelism (``want``) take.
@@ -197,7 +198,7 @@ def quota_check(
         return Check(
             check_name,
             WARN,
-            f"{have}: enough for one job of {need} {what}, not for {want} at once (jobs wait for each other)",
+            f"{have}: enough for {need} {what}, not for {want} {want_for}",
             f"raise it to {want} for full parallelism: {link}",
         )
     return Check(check_name, OK, f"{have}; needs {want if want is not None else need}")
@@ -384,9 +385,11 @@ def endpoint_quota_checks(table: QuotaTable, variants: Sequence[Variant], region
                     check_name=f"quota: endpoint {variant.instance_type}",
                     quota_name=ENDPOINT_QUOTA.format(variant.instance_type),
                     need=variant.need,
+                    want=2 * variant.need,
                     region=region,
                     what="instance(s)",
                     needs="the endpoint may scale to",
+                    want_for="during an update (a blue/green deployment runs the old and the new fleet at once)",
                 )
             )
     return rows

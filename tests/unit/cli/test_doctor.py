@@ -321,3 +321,14 @@ def test_endpoint_rows_use_the_autoscaling_maximum_and_the_serverless_concurrenc
     rows = endpoint_quota_checks(table, [Variant("AllTraffic", "ml.g5.xlarge", 4), Variant("S", None, 5)], REGION)
     assert [r.state for r in rows] == [FAIL, OK]
     assert "is 2; the endpoint may scale to 4 instance(s)" in rows[0].detail
+
+
+def test_an_endpoint_quota_without_room_for_an_update_warns():
+    from zstc.doctor import ENDPOINT_QUOTA, Quota
+
+    table = QuotaTable(quotas={ENDPOINT_QUOTA.format("ml.m5.xlarge"): Quota("m5", "L-M5E", 4.0, True)})
+    [row] = endpoint_quota_checks(table, [Variant("AllTraffic", "ml.m5.xlarge", 3)], REGION)
+    assert row.state == WARN
+    assert "not for 6 during an update" in row.detail
+    [enough] = endpoint_quota_checks(table, [Variant("AllTraffic", "ml.m5.xlarge", 2)], REGION)
+    assert enough.state == OK
