@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -50,28 +50,6 @@ def has_nvme_storage(instance_type: str) -> bool:
     """True when SageMaker refuses a volume KMS key on ``instance_type`` (the SDK's rule, see above)."""
     family = instance_family(instance_type)
     return "d" in family or family.startswith(VOLUME_UNSUPPORTED_FAMILY_PREFIXES)
-
-
-def nvme_families(instance_types: Iterable[str]) -> frozenset[str]:
-    """The families among ``instance_types`` that have local instance storage (what the batch trigger is told)."""
-    return frozenset(instance_family(t) for t in instance_types if has_nvme_storage(t))
-
-
-def _sagemaker_instance_types() -> list[str]:
-    """Every transform and endpoint instance type of the installed botocore's SageMaker model (local files only)."""
-    import botocore.session
-
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return [
-        value
-        for shape in ("TransformInstanceType", "ProductionVariantInstanceType")
-        for value in model.shape_for(shape).enum
-    ]
-
-
-# Every SageMaker family the rule marks, for consumers that test a family against a set (the batch trigger's
-# NVME_FAMILIES variable). Derived from the rule, not listed by hand; nvme_families(configured types) is narrower.
-NVME_FAMILIES: Final = nvme_families(_sagemaker_instance_types())
 
 
 def is_gpu(instance_type: str) -> bool:

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.config import (
-    NVME_FAMILIES,
-    Settings,
-    _sagemaker_instance_types,
-    has_nvme_storage,
-    nvme_families,
-)
+from stacks.config import Settings, has_nvme_storage
+
+
+def sagemaker_instance_types() -> list[str]:
+    """Every transform and endpoint instance type in the installed botocore's SageMaker model (local files only)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return [
+        value
+        for shape in ("TransformInstanceType", "ProductionVariantInstanceType")
+        for value in model.shape_for(shape).enum
+    ]
 
 
 @pytest.mark.parametrize(
@@ -64,20 +70,10 @@ def test_volume_key_rule_per_instance_type(instance_type, local_storage):
 def test_the_rule_agrees_with_the_installed_sagemaker_sdk_on_every_instance_type_sagemaker_lists():
     from sagemaker.core.common_utils import volume_size_supported
 
-    instance_types = _sagemaker_instance_types()
+    instance_types = sagemaker_instance_types()
     assert len(instance_types) > 100  # botocore's model really was read
     disagreements = [t for t in instance_types if has_nvme_storage(t) is volume_size_supported(t)]
     assert disagreements == []
-
-
-def test_families_handed_to_the_trigger_are_those_the_rule_marks():
-    assert {"g4dn", "g5", "g6", "g6e", "m5d", "p4d", "p5", "trn1"} <= NVME_FAMILIES
-    assert not {"inf2", "m5", "c5", "p3", "c6i"} & NVME_FAMILIES
-
-
-def test_nvme_families_of_configured_types():
-    assert nvme_families(["ml.g4dn.xlarge", "ml.m5.xlarge", "ml.g5.2xlarge", "ml.inf2.xlarge"]) == {"g4dn", "g5"}
-    assert nvme_families(["ml.m5.xlarge"]) == frozenset()
 
 
 @pytest.mark.parametrize(
