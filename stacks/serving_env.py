@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Final
@@ -35,7 +36,60 @@ def _handler_settings() -> ModuleType:
 _HANDLER: Final = _handler_settings()
 HANDLER_BATCH_SIZE_ENV: Final[str] = _HANDLER.ENV_BATCH_SIZE
 HANDLER_TEMPLATE_ENV: Final[str] = _HANDLER.ENV_HYPOTHESIS_TEMPLATE
+HANDLER_MAX_BATCH_TOKENS_ENV: Final[str] = _HANDLER.ENV_MAX_BATCH_TOKENS
 DEFAULT_HYPOTHESIS_TEMPLATE: Final[str] = _HANDLER.DEFAULT_TEMPLATE
+DEFAULT_BATCH_SIZE: Final[int] = _HANDLER.DEFAULT_BATCH_SIZE
+MAX_BATCH_TOKENS: Final[int] = _HANDLER.MAX_BATCH_TOKENS
+# Padded tokens per forward pass on each GPU family (pairs x the longest pair of the batch). NOT measured here (no
+# GPU was lent to this project's sessions): chosen where published encoder inference throughput of these GPUs
+# stops growing with the batch (BERT-large-sized models, fp16: T4 / V100 ~8k tokens, A10G / L4 ~16k, L40S / A100 /
+# H100 ~32k), far below their memory (a 16k-token bart-large pass needs ~0.2 GB of activations in float16).
+# Re-measure with `make bench-handler` on the instance before relying on them.
+GPU_BATCH_TOKENS: Final[dict[str, int]] = {
+    "g4dn": 8192,  # NVIDIA T4, 16 GB
+    "p3": 8192,  # V100, 16 GB
+    "p3dn": 8192,  # V100, 32 GB
+    "g5": 16384,  # A10G, 24 GB
+    "g6": 16384,  # L4, 24 GB
+    "gr6": 16384,  # L4, 24 GB
+    "g6e": 32768,  # L40S, 48 GB
+    "p4d": 32768,  # A100, 40 GB
+    "p4de": 32768,  # A100, 80 GB
+    "p5": 32768,  # H100, 80 GB
+    "p5e": 32768,  # H200, 141 GB
+    "p5en": 32768,  # H200, 141 GB
+}
+
+
+@dataclass(frozen=True)
+class HandlerBatching:
+    """How the handler batches (text, label) pairs on one instance family.
+
+    ``batch_size``: pairs per forward pass (the CPU path: fixed pair batches, exact float32 scores).
+    ``max_batch_tokens``: padded tokens per forward pass on GPU (pairs x longest pair), None on CPU; when set the
+    handler batches by it instead of ``batch_size``.
+    """
+
+    batch_size: int
+    max_batch_tokens: int | None
+
+
+def default_batching(instance_type: str, *, batch_size: int = DEFAULT_BATCH_SIZE) -> HandlerBatching:
+    """The handler's default batching for ``instance_type``'s family (one SageMaker model per image family).
+
+    CPU families: ``batch_size`` pairs per forward pass (default 16, measured fastest for bart-large on CPU).
+    GPU families: a token budget per forward pass from :data:`GPU_BATCH_TOKENS` (not measured here).
+    """
+    family = instance_family(instance_type)
+    if family not in GPU_FAMILIES:
+        return HandlerBatching(batch_size=batch_size, max_batch_tokens=None)
+    tokens = GPU_BATCH_TOKENS.get(family)
+    if tokens is None:
+        raise ValueError(
+            f"GPU family {family!r} of {instance_type!r} has no default token budget: add it to "
+            "stacks/serving_env.py GPU_BATCH_TOKENS."
+        )
+    return HandlerBatching(batch_size=batch_size, max_batch_tokens=tokens)
 
 
 def hypothesis_template_problem(template: str) -> str | None:
@@ -99,7 +153,12 @@ def gpus(instance_type: str) -> int:
 
 
 def serving_environment(
-    *, instance_type: str, batch_size: int, timeout_seconds: int, hypothesis_template: str | None = None
+    *,
+    instance_type: str,
+    batch_size: int,
+    timeout_seconds: int,
+    hypothesis_template: str | None = None,
+    max_batch_tokens: int | None = None,
 ) -> dict[str, str]:
     """Environment variables of the SageMaker model for zero-shot classification with our handler.
 
@@ -115,6 +174,9 @@ def serving_environment(
       on CPU: exact scores).
     - ``ZSTC_HYPOTHESIS_TEMPLATE`` = ``hypothesis_template`` when given: the template of records that give none
       (the handler's default, ``This example is {}.``, otherwise).
+    - ``ZSTC_MAX_BATCH_TOKENS`` on GPU families: ``max_batch_tokens``, or the family's default
+      (:func:`default_batching`); the handler then batches by padded tokens instead of ``batch_size`` pairs. Not set
+      on CPU (fixed pair batches) unless ``max_batch_tokens`` is given.
     """
     if not instance_type.startswith("ml.") or instance_type.count(".") != 2:
         raise ValueError(f"Instance type {instance_type!r} is not a SageMaker instance type: use e.g. ml.m5.xlarge.")
@@ -128,6 +190,10 @@ def serving_environment(
         raise ValueError(f"batch_size {batch_size} is out of range: use 1 to 4096 pairs per forward pass.")
     if not 1 <= timeout_seconds <= 3600:
         raise ValueError(f"timeout_seconds {timeout_seconds} is out of range: SageMaker allows 1 to 3600 seconds.")
+    if max_batch_tokens is not None and not 1 <= max_batch_tokens <= MAX_BATCH_TOKENS:
+        raise ValueError(
+            f"max_batch_tokens {max_batch_tokens} is out of range: use 1 to {MAX_BATCH_TOKENS} tokens per forward pass."
+        )
     if hypothesis_template is not None and (problem := hypothesis_template_problem(hypothesis_template)):
         raise ValueError(f"hypothesis_template {hypothesis_template!r} {problem}: give one {{}} where the label goes.")
 
@@ -151,4 +217,7 @@ def serving_environment(
     }
     if hypothesis_template is not None:
         environment[HANDLER_TEMPLATE_ENV] = hypothesis_template
+    tokens = max_batch_tokens if max_batch_tokens is not None else default_batching(instance_type).max_batch_tokens
+    if tokens is not None:
+        environment[HANDLER_MAX_BATCH_TOKENS_ENV] = str(tokens)
     return environment

@@ -102,3 +102,41 @@ def test_a_template_the_handler_would_refuse_is_refused_here(template):
         serving_environment(
             instance_type="ml.m5.xlarge", batch_size=16, timeout_seconds=60, hypothesis_template=template
         )
+
+
+# --- batching per instance family ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("instance_type", "tokens"),
+    [("ml.g4dn.xlarge", "8192"), ("ml.g5.2xlarge", "16384"), ("ml.g6e.xlarge", "32768"), ("ml.p4d.24xlarge", "32768")],
+)
+def test_gpu_instances_batch_by_their_familys_token_budget(instance_type, tokens):
+    env = serving_environment(instance_type=instance_type, batch_size=16, timeout_seconds=60)
+    assert env["ZSTC_MAX_BATCH_TOKENS"] == tokens
+    assert "ZSTC_DTYPE" not in env  # auto: float16 on GPU
+
+
+@pytest.mark.parametrize("instance_type", ["ml.m5.xlarge", "ml.c6i.4xlarge", "ml.m5d.large"])
+def test_cpu_instances_keep_fixed_pair_batches(instance_type):
+    env = serving_environment(instance_type=instance_type, batch_size=16, timeout_seconds=60)
+    assert "ZSTC_MAX_BATCH_TOKENS" not in env
+    assert env["ZSTC_BATCH_SIZE"] == "16"
+
+
+def test_an_explicit_token_budget_wins_over_the_familys():
+    env = serving_environment(instance_type="ml.g4dn.xlarge", batch_size=16, timeout_seconds=60, max_batch_tokens=4096)
+    assert env["ZSTC_MAX_BATCH_TOKENS"] == "4096"
+
+
+@pytest.mark.parametrize("tokens", [0, 2_000_000])
+def test_a_token_budget_out_of_range_is_refused(tokens):
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        serving_environment(instance_type="ml.g5.xlarge", batch_size=16, timeout_seconds=60, max_batch_tokens=tokens)
+
+
+def test_every_gpu_family_has_a_default_token_budget():
+    from stacks.config import GPU_FAMILIES
+    from stacks.serving_env import GPU_BATCH_TOKENS, HandlerBatching, default_batching
+
+    assert set(GPU_BATCH_TOKENS) >= GPU_FAMILIES
+    assert default_batching("ml.g5.xlarge") == HandlerBatching(batch_size=16, max_batch_tokens=16384)
+    assert default_batching("ml.m5.xlarge", batch_size=8) == HandlerBatching(batch_size=8, max_batch_tokens=None)
