@@ -536,8 +536,11 @@ def run_smoke(
     timeout: float,
     poll: float,
     sleep: Callable[[float], None] = time.sleep,
+    say: Callable[[str], None] = lambda _: None,
 ) -> SmokeResult:
-    """Drop three records into the batch path as ``zstc submit`` does and follow them to their status record."""
+    """Drop three records into the batch path as ``zstc submit`` does and follow them to their status record.
+
+    ``say`` hears each new stage (uploaded, job started, job state): the wait can take many minutes."""
     from zstc import inputs, jobs, submit
     from zstc.errors import JobFailedError
     from zstc.stack import client
@@ -549,7 +552,9 @@ def run_smoke(
         submission = submit.start(aws, stack, prepared, resume=False)
     state = submission.state
     uri = f"s3://{state.bucket}/{state.key}"
+    say(f"smoke file uploaded to {uri}; waiting up to {timeout:.0f} s for its status record")
     watcher = submit.Watcher(s3=s3, sagemaker=sagemaker, stack=stack, state=state)
+    stages: list[str] = []
     uploaded = datetime.fromisoformat(state.uploaded_at) if state.uploaded_at else None
     success_key, failure_key = stack.status_keys(state.key)
     deadline = time.monotonic() + timeout
@@ -558,7 +563,10 @@ def run_smoke(
     status_head = _head(s3, stack.bucket, success_key)
     while status_head is None:
         try:
-            watcher.poll()
+            progress, _ = watcher.poll()
+            if progress.stage not in stages:
+                stages.append(progress.stage)
+                say(f"smoke file: {progress.stage}{f' ({progress.job_name})' if progress.job_name else ''}")
         except JobFailedError as error:
             failed = _head(s3, stack.bucket, failure_key)
             took = _seconds(uploaded, failed.get("LastModified")) if failed else None
@@ -719,8 +727,12 @@ def run_checks(
     smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT,
     poll: float = 10.0,
     sleep: Callable[[float], None] = time.sleep,
+    say: Callable[[str], None] = lambda _: None,
 ) -> list[Check]:
-    """Every check, in the table's order. AWS errors of one check become its row; they do not stop the others."""
+    """Every check, in the table's order. AWS errors of one check become its row; they do not stop the others.
+
+    The smoke file is skipped when the quotas already show that no batch instance type can run a job (it would
+    wait in the queue for the whole patience window)."""
     region = stack.region
     table = read_quotas(clients.service_quotas)
     checks: list[Check] = []
@@ -728,8 +740,8 @@ def run_checks(
     capacity, note = find_batch_capacity(
         cloudformation=clients.cloudformation, lambda_=clients.lambda_, sagemaker=clients.sagemaker, stack=stack
     )
-    if capacity is not None:
-        checks.extend(batch_quota_checks(table, capacity, region))
+    batch_rows = batch_quota_checks(table, capacity, region) if capacity is not None else []
+    checks.extend(batch_rows)
 
     if stack.endpoint_name:
         try:
@@ -756,13 +768,22 @@ def run_checks(
     else:
         checks.append(Check("endpoint", SKIP, "the stack has no real-time endpoint (endpoint_mode=none)"))
 
-    if smoke:
+    if smoke and batch_rows and all(row.state == FAIL for row in batch_rows):
+        checks.append(
+            Check(
+                "batch smoke file",
+                SKIP,
+                "no batch instance type has the quota for one job: a file would wait in the queue",
+                "raise a batch quota (rows above), then run `zstc doctor` again",
+            )
+        )
+    elif smoke:
         from boto3.exceptions import Boto3Error
 
         from zstc.errors import ZstcError
 
         try:
-            result = run_smoke(aws, stack, timeout=smoke_timeout, poll=poll, sleep=sleep)
+            result = run_smoke(aws, stack, timeout=smoke_timeout, poll=poll, sleep=sleep, say=say)
         except (ClientError, BotoCoreError, Boto3Error, ZstcError) as error:
             result = SmokeResult(
                 checks=[
@@ -827,7 +848,15 @@ def doctor(
 
     aws = session(region)
     outputs = find_stack(aws, stack)
-    checks = run_checks(aws, outputs, Clients.of(aws), smoke=smoke, smoke_timeout=smoke_timeout, poll=poll)
+    checks = run_checks(
+        aws,
+        outputs,
+        Clients.of(aws),
+        smoke=smoke,
+        smoke_timeout=smoke_timeout,
+        poll=poll,
+        say=lambda line: cli.err.print(f"[dim]{line}[/]", highlight=False),
+    )
     render(checks, cli.out, f"zstc doctor: stack {outputs.stack_name} in {outputs.region}")
     failing = [c for c in checks if c.failing]
     if failing:

@@ -293,6 +293,24 @@ def test_a_smoke_file_nobody_picks_up_times_out_with_the_stage(aws):
     assert "quota: batch" in rows and rows["quota: batch"].state == doctor.UNKNOWN
 
 
+def test_no_smoke_file_is_dropped_when_no_batch_type_has_the_quota_for_one_job(aws):
+    # Given a trigger configured with g4dn only, and a g4dn transform quota of 0
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="zs-data")
+    _deploy_stack_with_trigger_and_endpoint(
+        {"JOB_NAME_PREFIX": "zs-batch", "INSTANCE_TYPE": "ml.g4dn.xlarge"}, endpoint=False
+    )
+    quotas, _ = stubbed_quotas([], [_quota("ml.g4dn.xlarge for transform job usage", "L-G4T", 0.0)])
+    stack = find_stack(aws, "ZeroShotClassification")
+    clients = replace(doctor.Clients.of(aws), service_quotas=quotas)
+    rows = _rows(doctor.run_checks(aws, stack, clients, smoke=True, smoke_timeout=5, poll=0.01))
+    # Then the quota row fails, the smoke file is skipped with the reason, and nothing was uploaded
+    assert rows["quota: batch ml.g4dn.xlarge"].state == doctor.FAIL
+    assert rows["batch smoke file"].state == doctor.SKIP
+    assert "would wait in the queue" in rows["batch smoke file"].detail
+    listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket="zs-data", Prefix="input/")
+    assert listed.get("KeyCount") == 0
+
+
 # --- the smoke file through the local batch path ------------------------------------------------------------------
 
 
