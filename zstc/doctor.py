@@ -268,7 +268,15 @@ def find_batch_capacity(
     notes: list[str] = []
     try:
         for name in _stack_functions(cloudformation, stack.stack_name):
-            env = lambda_.get_function_configuration(FunctionName=name).get("Environment", {}).get("Variables", {})
+            environment = lambda_.get_function_configuration(FunctionName=name).get("Environment", {})
+            env = environment.get("Variables", {})
+            if not env and environment.get("Error"):
+                # The stack encrypts the functions' environment with its key: reading it takes kms:Decrypt.
+                error = environment["Error"]
+                note = f"function environments not readable ({error.get('ErrorCode', '')}: needs kms:Decrypt)"
+                if note not in notes:
+                    notes.append(note)
+                continue
             if env.get("JOB_NAME_PREFIX") != stack.transform_job_prefix:
                 continue
             capacity = batch_capacity_from_env(env, f"the trigger function {name}")
@@ -810,7 +818,8 @@ def run_checks(
                 "quota: batch",
                 UNKNOWN,
                 f"the batch instance types were not found ({note})",
-                "grant lambda:GetFunctionConfiguration and cloudformation:ListStackResources, or run the smoke file",
+                "grant cloudformation:ListStackResources, lambda:GetFunctionConfiguration and kms:Decrypt on the "
+                "stack's key, or run the smoke file (its job shows the type)",
             ),
         )
     return checks

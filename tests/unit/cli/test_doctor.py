@@ -332,3 +332,49 @@ def test_an_endpoint_quota_without_room_for_an_update_warns():
     assert "not for 6 during an update" in row.detail
     [enough] = endpoint_quota_checks(table, [Variant("AllTraffic", "ml.m5.xlarge", 2)], REGION)
     assert enough.state == OK
+
+
+def test_an_encrypted_trigger_environment_falls_back_to_the_newest_job_and_says_why():
+    from zstc.doctor import find_batch_capacity
+    from zstc.stack import StackOutputs
+
+    def client(service: str):
+        return boto3.client(service, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    cloudformation, lambda_, sagemaker = client("cloudformation"), client("lambda"), client("sagemaker")
+    stack = StackOutputs(
+        stack_name="S",
+        region=REGION,
+        bucket="b",
+        input_prefix="input/",
+        output_prefix="output/",
+        errors_prefix="errors/",
+        model_name="m",
+        queue_url="q",
+        dead_letter_queue_url="d",
+        transform_job_prefix="s-batch",
+    )
+    summary = {
+        "LogicalResourceId": "Trigger",
+        "PhysicalResourceId": "S-Trigger-1",
+        "ResourceType": "AWS::Lambda::Function",
+        "LastUpdatedTimestamp": "2026-12-01T00:00:00Z",
+        "ResourceStatus": "CREATE_COMPLETE",
+    }
+    error = {"ErrorCode": "KMSAccessDeniedException", "Message": "Lambda was unable to decrypt"}
+    with Stubber(cloudformation) as cf, Stubber(lambda_) as lam, Stubber(sagemaker) as sm:
+        cf.add_response("list_stack_resources", {"StackResourceSummaries": [summary]}, {"StackName": "S"})
+        lam.add_response(
+            "get_function_configuration", {"Environment": {"Error": error}}, {"FunctionName": "S-Trigger-1"}
+        )
+        sm.add_response(
+            "list_transform_jobs",
+            {"TransformJobSummaries": []},
+            {"NameContains": "s-batch", "SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 1},
+        )
+        capacity, note = find_batch_capacity(
+            cloudformation=cloudformation, lambda_=lambda_, sagemaker=sagemaker, stack=stack
+        )
+    assert capacity is None
+    assert "KMSAccessDeniedException: needs kms:Decrypt" in note
+    assert "no transform job of prefix s-batch yet" in note
