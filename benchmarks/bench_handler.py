@@ -1,37 +1,42 @@
-"""Stock handler vs ours, in the real serving stack (toolkit + Multi Model Server), on real tweets.
+"""Stock handler vs ours, in the real serving stack (toolkit + Multi Model Server), on real tweets, per model shape.
 
-For each model shape (tiny, bart-large-mnli's architecture with random weights) the serving stack runs twice on the
-same model directory and the same records (New Year's resolution tweets, the 10 categories as labels):
+For each model shape (benchmarks/model_shapes.py: random weights with the published dimensions of bart-large-mnli,
+distilbart-mnli-12-1, deberta-v3-base, deberta-v3-large and xlm-roberta-large, each with a tokenizer of its family
+trained on the data set's tweets; ``tiny``: the tests' tiny BART) the serving stack runs twice on the same model
+directory and the same records (New Year's resolution tweets, the 10 categories as labels):
 
 - stock: the toolkit's default handler, one record per request (what SingleRecord batch transform does);
 - ours:  model/code/inference.py, MultiRecord JSON Lines payloads of at most --max-payload-mb (as batch transform
          sends them with MaxPayloadInMB).
 
-It prints records/second, the ratio, the peak resident memory of the server process tree (Java frontend + Python
-worker), and the largest score difference between the two (float32: should be < 1e-5).
+It prints records/second, milliseconds per (text, label) pair, the ratio ours/stock, the cost per pair of each
+shape relative to bart-large (the default model's shape, measured in the same run), the peak resident memory of
+the server process tree (Java frontend + Python worker) and the largest score difference between the two handlers
+(float32: should be < 1e-5). A handler that cannot serve a shape is reported as such, and the run goes on.
 
-bart-large uses the tests' random weights with a byte-level BPE tokenizer trained on the data set's tweets
-(--vocab-size; cached apart from the tests' model), so that a (tweet, hypothesis) pair has a realistic length (~40
-tokens; the tests' 600-token tokenizer gives ~72, which understates what batching saves). The mean tokens per pair of
-each shape is printed.
+``--write`` records the measured pair rates in zstc/data/throughput.json (one entry per shape, hardware, dtype and
+handler; entries of other hardware, dtypes or sources are kept), which `zstc models`, the README's tables, batch
+sizing and cost estimates read. Without it nothing is written.
 
-    make bench-handler                      # both shapes
-    make bench-handler BENCH_ARGS=--quick   # fewer records, for a smoke run
+    make bench-handler                                  # every real shape, both handlers
+    make bench-handler BENCH_ARGS="--write"             # ... and record the figures
+    make bench-handler BENCH_ARGS="--quick --shapes tiny,bart-large"   # a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
+import datetime
 import json
 import os
-import shutil
+import platform
+import shlex
 import signal
 import sys
-import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,19 +46,18 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from model_shapes import REFERENCE, SHAPES, TWEET_VOCAB_SIZE, parameter_count, read_rows, shape_model  # noqa: E402
+
 from stacks.serving_env import serving_environment  # noqa: E402
 from zstc.local_serving import LocalServer  # noqa: E402
-from zstc.tiny_model import SPECIAL_TOKENS, build_once, cache_root, cached_tiny_model  # noqa: E402
+from zstc.models import THROUGHPUT_FILE  # noqa: E402
+from zstc.tiny_model import cached_tiny_model  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "new_years_resolutions_2015.csv"
 INSTANCE_TYPE = "ml.m5.xlarge"  # the stack's default: 4 vCPUs = 2 cores, like this benchmark machine
 HYPOTHESIS_TEMPLATE = "This example is {}."  # the pipeline's and our handler's default
-# The bart-large benchmark model's tokenizer: byte-level BPE trained on the data set's tweets. The tests' model has a
-# ~600-token vocabulary trained on a few sentences, which splits a tweet + hypothesis into ~72 tokens (the real
-# bart-large-mnli tokenizer: ~35-40); merges seen at least twice in ~5000 tweets give ~38 tokens per pair.
-TWEET_VOCAB_SIZE = 16000
-TWEET_MIN_FREQUENCY = 2
-TWEET_MODEL_VERSION = "v1"
+HANDLER_NAMES = {"ours": "zstc", "stock": "stock"}  # our names -> throughput.json's "handler" values
 
 
 @dataclass
@@ -67,9 +71,19 @@ class Run:
     cpu_seconds: float
     answers: list[dict]
 
+    labels: int = 0
+
     @property
     def rate(self) -> float:
         return self.records / self.seconds
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.records * self.labels / self.seconds
+
+    @property
+    def ms_per_pair(self) -> float:
+        return 1000.0 / self.pairs_per_second
 
     @property
     def cpu_rate(self) -> float:
@@ -86,59 +100,10 @@ def cpu_seconds(server: LocalServer) -> float:
     return total
 
 
-def read_rows() -> list[dict[str, str]]:
-    if not DATA.is_file():
-        sys.exit(f"Data set not found: {DATA} (the shared New Year's resolutions CSV).")
-    with DATA.open(newline="", encoding="utf-8", errors="replace") as handle:
-        return list(csv.DictReader(handle))
-
-
 def load_records(limit: int) -> tuple[list[str], list[str]]:
     rows = read_rows()
     labels = sorted({row["Resolution_Category"] for row in rows})
     return [row["text"] for row in rows[:limit]], labels
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
-def tweet_tokenizer_model(shape: str, vocab_size: int = TWEET_VOCAB_SIZE) -> Path:
-    """The model of ``shape`` (same seed-0 random weights) with a byte-level BPE tokenizer trained on the tweets.
-
-    Built once per machine into ``<cache root>/<shape>-tweets<vocab_size>-<version>``, next to (never replacing)
-    the tests' cached models: the weights are hard-linked (or copied) from ``cached_tiny_model(shape)``, only the
-    tokenizer files differ. bart-large's embedding matrix keeps bart-large-mnli's 50265 rows, so any tokenizer of
-    at most that many tokens fits; the row count does not change the cost of a forward pass.
-    """
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import BartTokenizerFast
-
-    base = cached_tiny_model(shape)
-
-    def build(staging: Path) -> None:
-        for weights in [base / "config.json", *sorted(base.glob("*.safetensors"))]:
-            _link_or_copy(weights, staging / weights.name)
-        bpe = ByteLevelBPETokenizer()
-        bpe.train_from_iterator(
-            [row["text"] for row in read_rows()],
-            vocab_size=vocab_size,
-            min_frequency=TWEET_MIN_FREQUENCY,
-            special_tokens=SPECIAL_TOKENS,
-        )
-        with tempfile.TemporaryDirectory() as raw:
-            bpe.save_model(raw)
-            tokenizer = BartTokenizerFast(
-                vocab_file=str(Path(raw) / "vocab.json"),
-                merges_file=str(Path(raw) / "merges.txt"),
-                model_max_length=1024 if shape == "bart-large" else 128,
-            )
-            tokenizer.save_pretrained(str(staging))
-
-    return build_once(cache_root() / f"{shape}-tweets{vocab_size}-{TWEET_MODEL_VERSION}", build)
 
 
 def tokens_per_pair(model_dir: Path, texts: list[str], labels: list[str]) -> tuple[float, int]:
@@ -181,7 +146,9 @@ def post(url: str, body: bytes, content_type: str) -> str:
 
 def payloads(records: list[dict], max_bytes: int) -> list[bytes]:
     """Split JSON Lines into payloads of at most max_bytes, as batch transform does with MaxPayloadInMB."""
-    out, current, size = [], [], 0
+    out: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
     for record in records:
         line = json.dumps(record, ensure_ascii=False).encode("utf-8")
         if current and size + len(line) + 1 > max_bytes:
@@ -219,13 +186,15 @@ def run(shape: str, tokens: float, model_dir: Path, handler: str, records: list[
                 elapsed, used = time.perf_counter() - started, cpu_seconds(server) - cpu_started
                 if elapsed < seconds:
                     seconds, cpu = elapsed, used
-    return Run(shape, tokens, handler, len(records), seconds, memory.peak / 1e6, cpu, answers)
+    labels = len(records[0]["parameters"]["candidate_labels"])
+    return Run(shape, tokens, handler, len(records), seconds, memory.peak / 1e6, cpu, answers, labels)
 
 
 def describe(run: Run) -> str:
     return (
-        f"[{run.shape}] {run.handler}: {run.rate:.2f} rec/s ({run.cpu_rate:.2f} per server CPU-second), "
-        f"peak RSS {run.peak_rss_mb:.0f} MB, load average {os.getloadavg()[0]:.1f}"
+        f"[{run.shape}] {run.handler}: {run.rate:.2f} rec/s, {run.ms_per_pair:.0f} ms per pair "
+        f"({run.cpu_rate:.2f} rec per server CPU-second), peak RSS {run.peak_rss_mb:.0f} MB, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
 
 
@@ -237,12 +206,105 @@ def max_score_difference(a: list[dict], b: list[dict]) -> float:
     return worst
 
 
+def cpu_description() -> str:
+    """E.g. '2-core x86_64 (AVX2/FMA, no AVX-512)': what decides CPU matrix speed here."""
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    features = [name for flag, name in (("avx2", "AVX2"), ("fma", "FMA")) if flag in flags]
+    extras = [
+        name for flag, name in (("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("amx_bf16", "AMX")) if flag in flags
+    ]
+    described = "/".join(features) or "no AVX2"
+    described += ", " + ("/".join(extras) if extras else "no AVX-512")
+    return f"{cores()}-core {platform.machine()} ({described})"
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def throughput_entry(run: Run, args: argparse.Namespace, run_id: str, today: str) -> dict:
+    command = "make bench-handler" + (f" BENCH_ARGS={shlex.quote(' '.join(sys.argv[1:]))}" if sys.argv[1:] else "")
+    return {
+        "shape": run.shape,
+        "hardware": "cpu",
+        "cores": cores(),
+        "dtype": args.dtype or "float32",
+        "handler": HANDLER_NAMES[run.handler],
+        "pairs_per_second": round(run.pairs_per_second, 3),
+        # Pairs per CPU-second of the server's processes: less sensitive than wall time to other load on a shared
+        # machine (the wall-time figure above is what a dedicated instance of these cores would see).
+        "pairs_per_cpu_second": round(run.records * run.labels / run.cpu_seconds, 3),
+        "tokens_per_pair": round(run.tokens_per_pair, 1),
+        "labels": run.labels,
+        "source": "measured",
+        "machine": f"{cpu_description()}, shared; real serving stack (toolkit + Multi Model Server)",
+        "date": today,
+        "command": command,
+        "records": run.records,
+        "run": run_id,
+    }
+
+
+def write_throughput(runs: list[Run], args: argparse.Namespace) -> None:
+    """Replace the measured entries of the same shape, hardware, dtype and handler; keep every other entry."""
+    now = datetime.datetime.now(datetime.UTC)
+    run_id, today = now.strftime("%Y-%m-%dT%H:%MZ"), now.date().isoformat()
+    data = json.loads(THROUGHPUT_FILE.read_text(encoding="utf-8"))
+    new = [throughput_entry(run, args, run_id, today) for run in runs]
+    keys = {(e["shape"], e["hardware"], e["dtype"], e["handler"]) for e in new}
+    kept = [
+        e
+        for e in data["entries"]
+        if e.get("source") != "measured" or (e["shape"], e["hardware"], e["dtype"], e["handler"]) not in keys
+    ]
+    data["entries"] = kept + new
+    temporary = THROUGHPUT_FILE.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temporary, THROUGHPUT_FILE)
+    print(f"wrote {len(new)} entries (run {run_id}) to {THROUGHPUT_FILE}")
+
+
+def model_dir_of(shape: str, vocab_size: int) -> Path:
+    if shape == "tiny":
+        return cached_tiny_model("tiny")
+    if shape == "bart-large" and not vocab_size:
+        return cached_tiny_model("bart-large")  # the tests' 600-token tokenizer (~72 tokens per pair)
+    return shape_model(shape, vocab_size or TWEET_VOCAB_SIZE)
+
+
+def try_run(shape: str, tokens: float, model_dir: Path, handler: str, records: list[dict], args) -> Run | str:
+    """The run, or why the handler could not serve this shape (the benchmark goes on with the others)."""
+    try:
+        result = run(shape, tokens, model_dir, handler, records, args)
+    except (urllib.error.URLError, OSError, RuntimeError, ValueError) as error:
+        detail = error.read().decode("utf-8", "replace")[:300] if isinstance(error, urllib.error.HTTPError) else ""
+        reason = f"{type(error).__name__}: {error} {detail}".strip()
+        print(f"[{shape}] {handler}: could not be measured ({reason})", flush=True)
+        return reason
+    print(describe(result), flush=True)
+    return result
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.3g}x" if a and b else "–"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    real = list(SHAPES)
     parser.add_argument("--quick", action="store_true", help="few records per shape (smoke run, noisier figures)")
-    parser.add_argument("--shapes", default="tiny,bart-large", help="comma-separated: tiny, bart-large")
+    parser.add_argument(
+        "--shapes", default=",".join(real), help=f"comma-separated, of: tiny, {', '.join(real)} (default: all but tiny)"
+    )
     parser.add_argument("--tiny-records", type=int, default=None, help="records for the tiny shape (default 500)")
-    parser.add_argument("--large-records", type=int, default=None, help="records for bart-large (default 16)")
+    parser.add_argument(
+        "--records", "--large-records", type=int, default=None, help="records per real shape (default 12, quick 4)"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="ZSTC_BATCH_SIZE of our handler")
     parser.add_argument("--dtype", default=None, help="ZSTC_DTYPE of our handler (default: float32 on CPU)")
     parser.add_argument("--repeat", type=int, default=2, help="timed passes per server; the best one counts")
@@ -251,61 +313,98 @@ def main() -> None:
         "--vocab-size",
         type=int,
         default=TWEET_VOCAB_SIZE,
-        help="bart-large: BPE vocabulary trained on the tweets (0: the tests' 600-token tokenizer)",
+        help="tokenizers trained on the tweets with this vocabulary (0: bart-large with the tests' 600-token one)",
     )
     parser.add_argument("--max-payload-mb", type=float, default=1.0, help="MultiRecord payload size (MaxPayloadInMB)")
+    parser.add_argument("--write", action="store_true", help=f"record the pair rates in {THROUGHPUT_FILE.name}")
     args = parser.parse_args()
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    unknown = [s for s in shapes if s != "tiny" and s not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shape(s) {', '.join(unknown)}: use tiny or {', '.join(real)}")
+    if args.write and (args.vocab_size != TWEET_VOCAB_SIZE or args.max_payload_mb != 1.0):
+        parser.error("--write records the standard set-up only (default --vocab-size and --max-payload-mb)")
     # Stop the servers cleanly (context managers) when the benchmark itself is terminated.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    counts = {
-        "tiny": args.tiny_records or (100 if args.quick else 500),
-        "bart-large": args.large_records or (4 if args.quick else 16),
-    }
 
     print(
-        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-        f"server env as for {INSTANCE_TYPE}; batch size {args.batch_size}; dtype {args.dtype or 'auto'}"
+        f"machine: {cpu_description()}, load average {os.getloadavg()[0]:.1f}; server env as for {INSTANCE_TYPE}; "
+        f"batch size {args.batch_size}; dtype {args.dtype or 'auto'}"
     )
     rows = []
-    for shape in [s.strip() for s in args.shapes.split(",") if s.strip()]:
+    for shape in shapes:
         started = time.perf_counter()
-        if shape == "bart-large" and args.vocab_size:
-            model_dir = tweet_tokenizer_model(shape, args.vocab_size)
-        else:
-            model_dir = cached_tiny_model(shape)
-        print(f"[{shape}] model ready in {time.perf_counter() - started:.0f} s: {model_dir}", flush=True)
-        texts, labels = load_records(counts[shape])
+        model_dir = model_dir_of(shape, args.vocab_size)
+        count = (
+            (args.tiny_records or (100 if args.quick else 500))
+            if shape == "tiny"
+            else (args.records or (4 if args.quick else 12))
+        )
+        texts, labels = load_records(count)
         tokens, vocabulary = tokens_per_pair(model_dir, texts, labels)
         print(
-            f"[{shape}] {tokens:.1f} tokens per (text, '{HYPOTHESIS_TEMPLATE}') pair on average "
+            f"[{shape}] model ready in {time.perf_counter() - started:.0f} s ({parameter_count(model_dir) / 1e6:.0f}M "
+            f"parameters): {model_dir}; {tokens:.1f} tokens per (text, '{HYPOTHESIS_TEMPLATE}') pair on average "
             f"(tokenizer vocabulary {vocabulary})",
             flush=True,
         )
         records = [{"inputs": text, "parameters": {"candidate_labels": labels}} for text in texts]
-        ours = run(shape, tokens, model_dir, "ours", records, args)
-        print(describe(ours), flush=True)
-        if args.ours_only:
-            continue
-        stock = run(shape, tokens, model_dir, "stock", records, args)
-        print(describe(stock), flush=True)
-        rows.append((shape, stock, ours, max_score_difference(ours.answers, stock.answers)))
+        ours = try_run(shape, tokens, model_dir, "ours", records, args)
+        stock = "skipped (--ours-only)" if args.ours_only else try_run(shape, tokens, model_dir, "stock", records, args)
+        rows.append((shape, len(records), tokens, stock, ours))
 
-    if not rows:
-        return
+    measured = {shape: (stock, ours) for shape, _, _, stock, ours in rows}
+    reference = measured.get(REFERENCE, (None, None))
+
+    def cost(run: Run | str, index: int) -> str:
+        base = reference[index]
+        if not isinstance(run, Run) or not isinstance(base, Run):
+            return "–"
+        return ratio(base.pairs_per_second, run.pairs_per_second)
+
+    def show(result: Run | str, value: str) -> str:
+        return format(getattr(result, value.split(":")[0]), value.split(":")[1]) if isinstance(result, Run) else "–"
+
     print()
     print(f"{len(labels)} labels per record; ours: MultiRecord payloads <= {args.max_payload_mb:g} MB")
+    print(f"machine: {cpu_description()}, {datetime.datetime.now(datetime.UTC):%Y-%m-%d}")
     print(
-        "| shape | records | tokens / pair | stock rec/s | ours rec/s | ratio | ratio per server CPU-s "
-        "| stock peak RSS | ours peak RSS | max score diff |"
+        "| shape | records | tokens / pair | stock rec/s | ours rec/s | ours / stock | stock ms / pair "
+        "| ours ms / pair | cost / pair vs bart-large (stock) | cost / pair vs bart-large (ours) "
+        "| stock peak RSS MB | ours peak RSS MB | max score diff |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for shape, stock, ours, diff in rows:
-        print(
-            f"| {shape} | {stock.records} | {stock.tokens_per_pair:.1f} | {stock.rate:.2f} | {ours.rate:.2f} | "
-            f"{ours.rate / stock.rate:.1f}x | "
-            f"{ours.cpu_rate / stock.cpu_rate:.1f}x | "
-            f"{stock.peak_rss_mb:.0f} MB | {ours.peak_rss_mb:.0f} MB | {diff:.1e} |"
-        )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for shape, count, tokens, stock, ours in rows:
+        both = isinstance(stock, Run) and isinstance(ours, Run)
+        diff = f"{max_score_difference(ours.answers, stock.answers):.1e}" if both else "–"  # type: ignore[union-attr]
+        speedup = ratio(ours.rate, stock.rate) if both else "–"  # type: ignore[union-attr]
+        cells = [
+            shape,
+            str(count),
+            f"{tokens:.1f}",
+            show(stock, "rate:.2f"),
+            show(ours, "rate:.2f"),
+            speedup,
+            show(stock, "ms_per_pair:.0f"),
+            show(ours, "ms_per_pair:.0f"),
+            cost(stock, 0),
+            cost(ours, 1),
+            show(stock, "peak_rss_mb:.0f"),
+            show(ours, "peak_rss_mb:.0f"),
+            diff,
+        ]
+        print("| " + " | ".join(cells) + " |")
+    for shape, _, _, stock, ours in rows:
+        for name, result in (("stock", stock), ("ours", ours)):
+            if isinstance(result, str):
+                print(f"not measured: {shape} {name}: {result}")
+
+    if args.write:
+        runs = [r for _, _, _, stock, ours in rows for r in (stock, ours) if isinstance(r, Run) and r.shape != "tiny"]
+        if runs:
+            write_throughput(runs, args)
+        else:
+            print("nothing measured: throughput.json left as it is")
 
 
 if __name__ == "__main__":

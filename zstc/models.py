@@ -76,7 +76,8 @@ class Throughput:
     command: str
     cores: int | None = None
     records: int | None = None
-    run: str | None = None
+    run: str | None = None  # entries written by one benchmark run share it: their ratios are the reliable ones
+    pairs_per_cpu_second: float | None = None  # per CPU-second of the server (less sensitive to a shared machine)
 
     @property
     def ms_per_pair(self) -> float:
