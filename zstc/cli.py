@@ -21,6 +21,7 @@ from rich.table import Table
 from zstc import errors, inputs, results
 from zstc.doctor import doctor
 from zstc.errors import InputError, ZstcError
+from zstc.estimate import estimate_command
 from zstc.models import app as models_app
 from zstc.stack import DEFAULT_STACK_NAME, StackOutputs
 
@@ -487,6 +488,7 @@ def demo(
 
 
 app.command()(doctor)
+app.command(name="estimate")(estimate_command)
 
 INTERRUPTED = "Interrupted. Anything already uploaded is kept: `zstc wait FILE` resumes a submitted file."
 
