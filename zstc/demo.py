@@ -131,7 +131,7 @@ def _show_path(out: Console, pipeline: object, stack: object, key: str, s3: obje
     success_key, _ = stack.status_keys(key)
     try:
         record = json.loads(s3.get_object(Bucket=stack.bucket, Key=success_key)["Body"].read())  # type: ignore[attr-defined]
-        summary = {key: record.get(key) for key in ("state", "job_name", "records", "record_errors")}
+        summary = {key: record.get(key) for key in ("state", "job_name", "instance_type", "records", "record_errors")}
         table.add_row("status record", f"s3://{stack.bucket}/{success_key}\n{json.dumps(summary)}")
     except Exception:  # noqa: BLE001 - shown as missing; the results above are what matters
         table.add_row("status record", "not written (see the function log)")
