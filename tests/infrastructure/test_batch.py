@@ -181,8 +181,18 @@ def test_one_model_per_container_family_of_the_instance_types(synth):
 
 
 def test_two_types_of_one_family_and_environment_share_their_model(synth):
-    s = synth(batch_instance_types="ml.g4dn.xlarge,ml.g5.xlarge", endpoint_mode="none")
+    # g5 and g6 (xlarge): the same GPU container, worker count, threads and token budget
+    s = synth(batch_instance_types="ml.g5.xlarge,ml.g6.xlarge", endpoint_mode="none")
     assert [family_of(m) for m in models(s).values()] == ["gpu"]
+
+
+def test_types_whose_handler_settings_differ_get_a_model_each(synth):
+    # g4dn (T4) and g5 (A10G) take different token budgets per forward pass
+    s = synth(batch_instance_types="ml.g4dn.xlarge,ml.g5.xlarge", endpoint_mode="none")
+    budgets = sorted(
+        m["Properties"]["PrimaryContainer"]["Environment"]["ZSTC_MAX_BATCH_TOKENS"] for m in models(s).values()
+    )
+    assert [family_of(m) for m in models(s).values()] == ["gpu", "gpu"] and budgets[0] != budgets[1]
 
 
 def test_the_trigger_gets_each_types_model_and_volume_key_decision_in_order(synth):
