@@ -406,7 +406,8 @@ def list_models(
         out.print(throughput_markdown(rows), markup=False, highlight=False)
         return
     table = Table(title="NLI models for zero-shot classification", title_justify="left")
-    for column in ("model", "architecture", "languages", "parameters", "license"):
+    table.add_column("model", no_wrap=True)
+    for column in ("architecture", "languages", "parameters", "license"):
         table.add_column(column)
     table.add_column("cost / pair", justify="right")
     for m in models:
