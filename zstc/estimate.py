@@ -445,11 +445,13 @@ def confirm_estimate(
     *,
     yes: bool,
     console: Console,
-    threshold_usd: float = CONFIRM_ABOVE_USD,
+    threshold_usd: float | None = None,
     ask: Callable[[str], bool] | None = None,
 ) -> None:
-    """Print the estimate; above ``threshold_usd`` ask to continue (``yes`` skips the question). Raises to stop."""
+    """Print the estimate; above ``threshold_usd`` (default :data:`CONFIRM_ABOVE_USD`) ask to continue (``yes``
+    skips the question). Raises to stop."""
     show(result, console)
+    threshold_usd = CONFIRM_ABOVE_USD if threshold_usd is None else threshold_usd
     highest = result.highest_dollars()
     if highest is None or highest <= threshold_usd or yes:
         return
@@ -459,8 +461,14 @@ def confirm_estimate(
         raise ZstcError("not submitted (the estimate was not confirmed); pass --yes to skip the question", exit_code=1)
 
 
-def confirm_before_upload(*, yes: bool, console: Console) -> Callable[[inputs.PreparedInput, Any], None]:
-    """The ``before_upload`` check of ``zstc submit``: the estimate for the configured types, confirmed if costly."""
+def confirm_before_upload(
+    *, yes: bool, console: Console, threshold_usd: float | None = None, ask: Callable[[str], bool] | None = None
+) -> Callable[[inputs.PreparedInput, Any], None]:
+    """The ``before_upload`` check of ``zstc submit``: the estimate for the configured types, confirmed if costly.
+
+    The instance types, count and model are those of ``cdk.json`` (the deployment's configuration in this checkout);
+    the prices those of the stack's region.
+    """
 
     def check(prepared: inputs.PreparedInput, stack: Any) -> None:
         config = configured()
@@ -474,7 +482,7 @@ def confirm_before_upload(*, yes: bool, console: Console) -> Callable[[inputs.Pr
             instance_count=config.instance_count,
         )
         result.notes.append(f"instance types and model as configured in {config.source}")
-        confirm_estimate(result, yes=yes, console=console)
+        confirm_estimate(result, yes=yes, console=console, threshold_usd=threshold_usd, ask=ask)
 
     return check
 

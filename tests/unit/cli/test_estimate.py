@@ -225,3 +225,39 @@ def test_every_priced_instance_type_is_in_the_cost_table_with_its_source():
         assert f"`{instance_type}`" in table
     assert "measured" in table
     assert prices["verified_against_official_page"] is False  # the README says so; flip both when verified
+
+
+def test_the_submit_check_estimates_the_prepared_file_for_the_configured_types(tmp_path):
+    # Given a file and a threshold it exceeds (the configured default: ml.m5.xlarge, bart-large, measured here)
+    path = tmp_path / "big.jsonl"
+    path.write_text('{"inputs": "one two three"}\n' * 50, encoding="utf-8")
+    prepared = prepare(path, Options(labels=("a", "b")))
+    questions: list[str] = []
+    check = est.confirm_before_upload(
+        yes=False, console=Console(quiet=True), threshold_usd=0.0, ask=lambda q: questions.append(q)
+    )
+
+    class Stack:
+        region = "us-east-1"
+
+    # When the check runs before the upload, and the answer is no
+    with pytest.raises(ZstcError, match="not submitted"):
+        check(prepared, Stack())
+    prepared.close()
+    # Then it asked once, naming the dollars
+    assert len(questions) == 1 and "$" in questions[0]
+
+
+def test_zstc_estimate_is_a_command_of_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from zstc.cli import app
+
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"inputs": "save money"}\n{"inputs": "run"}\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["estimate", str(path), "--labels", "x,y,z", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["records"], data["pairs"]) == (2, 6)
+    assert [t["instance_type"] for t in data["instance_types"]] == ["ml.m5.xlarge"]
+    assert data["instance_types"][0]["rate"]["source"] == "measured"
