@@ -78,8 +78,19 @@ MODEL_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 EOS_POOLED_MODEL_TYPES = frozenset({"bart", "mbart", "plbart", "mvp", "led", "bigbird_pegasus"})
 # A tokenizer model_max_length above this means "not set" (transformers' placeholder is 1e30).
 UNSET_MAX_LENGTH = 1_000_000
-# Pairs tokenized and sorted together: bounds memory on 100 MB batch transform payloads while keeping batches full.
+# Pairs tokenized and sorted together: bounds memory on 100 MB batch transform payloads while keeping batches full
+# (whichever bound is reached first: pairs, or tokens of the unique pairs).
 CHUNK_PAIRS = 32768
+CHUNK_TOKENS = 2_000_000
+# Per-record limits (each breach is that record's error, with the limit and the fix).
+MAX_RECORD_PAIRS = 10_000  # texts x labels of one record
+MAX_LABEL_CHARS = 1024
+# A text is cut to this many characters per token of the model's limit before tokenizing (a 200 KB text would be
+# tokenized in full once per label, then truncated). Every token covers at least one character, so the cut text
+# still fills the model; if it does not (a text of mostly whitespace), the cut is doubled until it does.
+CHARS_PER_TOKEN = 32
+# Tokens the cut text must exceed the limit by, so that a word split by the cut is truncated away.
+CUT_MARGIN_TOKENS = 16
 SUPPORTED_ARCHITECTURES_PATH = Path(__file__).resolve().parent / SUPPORTED_ARCHITECTURES_FILE
 
 
@@ -456,7 +467,7 @@ def _split_records(body: bytes | bytearray | str, charset: str) -> tuple[list[An
         return [RecordError(f"The request body is empty: send {JSON_EXAMPLE}.")], True
     try:
         return [json.loads(raw.decode(charset))], True  # one JSON document, possibly pretty-printed
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         pass
     values: list[Any] = []
     for number, line in enumerate(raw.split(b"\n"), start=1):
@@ -475,10 +486,40 @@ def _split_records(body: bytes | bytearray | str, charset: str) -> tuple[list[An
                     f"Line {number} is not valid JSON ({exc}): write one JSON object per line, e.g. {JSON_EXAMPLE}."
                 )
             )
+        except RecursionError:
+            values.append(
+                RecordError(f"Line {number} is nested too deeply to read: send a flat object, e.g. {JSON_EXAMPLE}.")
+            )
     return values, len(values) == 1 and raw.count(b"\n") == 0
 
 
 JSON_EXAMPLE = '{"inputs": "text to classify", "parameters": {"candidate_labels": ["label a", "label b"]}}'
+
+
+def _check_unicode(value: str, where: str) -> None:
+    """Refuse a string the answer could not carry: JSON's "\\ud800" escapes decode to lone surrogates, which have
+    no UTF-8 encoding (the whole response would fail to encode)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RecordError(
+            f"{where} contains an unpaired surrogate ({value[exc.start : exc.end]!a} at character {exc.start}): "
+            "send valid Unicode (a surrogate pair, or the character itself)."
+        ) from None
+
+
+def _check_id(value: Any) -> None:
+    """An id is echoed on the answer: a string, an integer or a finite number (JSON's NaN / Infinity / 1e999 and
+    lone surrogates cannot be written back; objects and lists are not ids)."""
+    if isinstance(value, str):
+        _check_unicode(value, '"id"')
+        return
+    if isinstance(value, int) and not isinstance(value, bool):
+        return
+    if isinstance(value, float) and math.isfinite(value):
+        return
+    shown = ascii(value) if isinstance(value, float | bool) or value is None else type(value).__name__
+    raise RecordError(f'"id" is {shown}: give a string, an integer or a finite number, e.g. "id": "tweet-1".')
 
 
 def _labels(value: Any, where: str) -> list[str]:
@@ -494,6 +535,12 @@ def _labels(value: Any, where: str) -> list[str]:
                 )
             if not label.strip():
                 raise RecordError(f"{where}candidate_labels[{index}] is empty: remove it or give it a name.")
+            if len(label) > MAX_LABEL_CHARS:
+                raise RecordError(
+                    f"{where}candidate_labels[{index}] is {len(label)} characters long: keep labels under "
+                    f'{MAX_LABEL_CHARS} characters (a label is a few words, e.g. "sports").'
+                )
+            _check_unicode(label, f"{where}candidate_labels[{index}]")
     elif value is None:
         labels = []
     else:
@@ -505,6 +552,14 @@ def _labels(value: Any, where: str) -> list[str]:
         raise RecordError(
             f'{where}candidate_labels is missing or empty: give at least one label, e.g. ["sports", "politics"].'
         )
+    if isinstance(value, str):
+        for index, label in enumerate(labels):
+            if len(label) > MAX_LABEL_CHARS:
+                raise RecordError(
+                    f"{where}candidate_labels label {index} is {len(label)} characters long: keep labels under "
+                    f"{MAX_LABEL_CHARS} characters."
+                )
+            _check_unicode(label, f"{where}candidate_labels")
     return labels
 
 
@@ -516,6 +571,7 @@ def _template(value: Any, default: str, where: str) -> str:
             f"{where}hypothesis_template is {type(value).__name__}: give a string with {{}} where the label goes, "
             f'e.g. "{DEFAULT_TEMPLATE}".'
         )
+    _check_unicode(value, f"{where}hypothesis_template")  # first: the message below quotes the template
     try:
         template_parts(value)
     except ValueError as exc:
@@ -528,6 +584,7 @@ def _texts(value: Any, name: str) -> tuple[list[str], bool]:
     if isinstance(value, str):
         if not value.strip():
             raise RecordError(f'"{name}" is empty: give the text to classify.')
+        _check_unicode(value, f'"{name}"')
         return [value], False
     if isinstance(value, list):
         if not value:
@@ -537,6 +594,7 @@ def _texts(value: Any, name: str) -> tuple[list[str], bool]:
                 raise RecordError(f'"{name}"[{index}] is {type(text).__name__}, not a string: give texts as strings.')
             if not text.strip():
                 raise RecordError(f'"{name}"[{index}] is empty: remove it or give the text to classify.')
+            _check_unicode(text, f'"{name}"[{index}]')
         return list(value), True
     if value is None:
         raise RecordError(f'"{name}" is missing: each record needs the text to classify, e.g. {JSON_EXAMPLE}.')
@@ -601,16 +659,26 @@ def parse_record(value: Any, default_template: str = DEFAULT_TEMPLATE) -> Record
             "(several records: one object per line, JSON Lines)."
         )
         return record
-    if "id" in value:
-        record.has_id, record.id = True, value["id"]
     try:
+        if "id" in value:
+            _check_id(value["id"])  # an invalid id is not echoed: the answer keeps its place in the output
+            record.has_id, record.id = True, value["id"]
         parameters, text_field, where = _parameters(value)
         record.texts, record.batched_inputs = _texts(value.get(text_field), text_field)
         record.labels = _labels(parameters.get("candidate_labels"), where)
+        pairs = len(record.texts) * len(record.labels)
+        if pairs > MAX_RECORD_PAIRS:
+            raise RecordError(
+                f"The record has {len(record.texts)} text(s) x {len(record.labels)} label(s) = {pairs} pairs: at most "
+                f"{MAX_RECORD_PAIRS} per record; split it into several records (one text per line)."
+            )
         record.multi_label = _multi_label(parameters, where)
         record.template = _template(parameters.get("hypothesis_template"), default_template, where)
     except RecordError as exc:
         record.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever one record holds, the others are classified
+        logger.warning("reading a record failed: %s", type(exc).__name__)
+        record.error = f"This record could not be read ({type(exc).__name__}): check it against {JSON_EXAMPLE}."
     return record
 
 
@@ -621,8 +689,24 @@ def parse_record(value: Any, default_template: str = DEFAULT_TEMPLATE) -> Record
 class Pair:
     """One tokenized (text, hypothesis) pair: token ids and, when the model takes them, token type ids."""
 
-    ids: list[int]
-    types: list[int] | None
+    ids: np.ndarray
+    types: np.ndarray | None
+
+    def key(self) -> bytes:
+        """Identity of the pair, compact (4 bytes a token): identical pairs run once."""
+        return self.ids.tobytes() + (b"|" + self.types.tobytes() if self.types is not None else b"")
+
+
+def _premise(loaded: ZeroShotModel, text: str) -> str:
+    """``text`` cut to a character bound that still fills the model (same truncated tokens, bounded work)."""
+    bound = CHARS_PER_TOKEN * loaded.max_length
+    while len(text) > bound:
+        cut = text[:bound]
+        tokens = len(loaded.tokenizer(cut, add_special_tokens=False)["input_ids"])
+        if tokens >= loaded.max_length + CUT_MARGIN_TOKENS:
+            return cut
+        bound *= 4  # mostly whitespace or markup: take more
+    return text
 
 
 def _tokenize_record(loaded: ZeroShotModel, record: Record) -> list[list[Pair]]:
@@ -632,9 +716,10 @@ def _tokenize_record(loaded: ZeroShotModel, record: Record) -> list[list[Pair]]:
     with_types = "token_type_ids" in loaded.input_names
     per_text = []
     for text in record.texts:
+        premise = _premise(loaded, text)
         try:
             encoded = loaded.tokenizer(
-                [text] * len(hypotheses),
+                [premise] * len(hypotheses),
                 hypotheses,
                 truncation="only_first",  # truncate the premise (the text), keep the hypothesis
                 max_length=loaded.max_length,
@@ -649,7 +734,12 @@ def _tokenize_record(loaded: ZeroShotModel, record: Record) -> list[list[Pair]]:
                 ) from None
             raise
         types = encoded["token_type_ids"] if with_types else [None] * len(hypotheses)
-        per_text.append([Pair(ids, kinds) for ids, kinds in zip(encoded["input_ids"], types, strict=True)])
+        per_text.append(
+            [
+                Pair(np.asarray(ids, dtype=np.int64), None if kinds is None else np.asarray(kinds, dtype=np.int64))
+                for ids, kinds in zip(encoded["input_ids"], types, strict=True)
+            ]
+        )
     return per_text
 
 
@@ -732,7 +822,7 @@ def _logits(loaded: ZeroShotModel, pairs: list[Pair]) -> tuple[np.ndarray, dict[
     """Logits (float32, shape pairs x classes) of every pair in sorted, padded batches, and the pairs that failed."""
     lengths = [len(pair.ids) for pair in pairs]
     eos = loaded.eos_token_id
-    eos_counts = [pair.ids.count(eos) for pair in pairs] if loaded.eos_pooled else [0] * len(pairs)
+    eos_counts = [int((pair.ids == eos).sum()) for pair in pairs] if loaded.eos_pooled else [0] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: (eos_counts[i], lengths[i]))
     out = np.zeros((len(pairs), loaded.model.config.num_labels), dtype=np.float32)
     failed: dict[int, str] = {}
@@ -770,60 +860,72 @@ def _error(record: Record) -> dict[str, Any]:
     return answer
 
 
-def classify(loaded: ZeroShotModel, records: list[Record]) -> list[Any]:
-    """One answer per record, in order: a result (a list of results for list inputs) or an error object."""
-    answers: list[Any] = [None] * len(records)
-    chunk: list[int] = []
-    chunk_pairs = 0
-    for index, record in enumerate(records):
-        if record.error is not None:
-            answers[index] = _error(record)
-            continue
-        chunk.append(index)
-        chunk_pairs += len(record.texts) * len(record.labels)
-        if chunk_pairs >= CHUNK_PAIRS:
-            _classify_chunk(loaded, records, chunk, answers)
-            chunk, chunk_pairs = [], 0
-    if chunk:
-        _classify_chunk(loaded, records, chunk, answers)
-    return answers
-
-
 def _fail(record: Record, answers: list[Any], index: int, message: str) -> None:
     record.error = message
     answers[index] = _error(record)
 
 
-def _classify_chunk(loaded: ZeroShotModel, records: list[Record], chunk: list[int], answers: list[Any]) -> None:
-    unique: dict[tuple[Any, ...], int] = {}  # identical pairs (duplicate labels, repeated texts) run once
-    pairs: list[Pair] = []
-    tokenized: list[int] = []
-    for index in chunk:
-        record = records[index]
-        try:
-            per_text = _tokenize_record(loaded, record)
-        except RecordError as exc:
-            _fail(record, answers, index, str(exc))
+@dataclass
+class _Chunk:
+    """Records tokenized together, their unique pairs and the tokens those hold."""
+
+    indices: list[int] = field(default_factory=list)
+    unique: dict[bytes, int] = field(default_factory=dict)
+    pairs: list[Pair] = field(default_factory=list)
+    tokens: int = 0
+
+
+def classify(loaded: ZeroShotModel, records: list[Record]) -> list[Any]:
+    """One answer per record, in order: a result (a list of results for list inputs) or an error object.
+
+    Records are tokenized one by one into chunks of at most ``CHUNK_PAIRS`` unique pairs / ``CHUNK_TOKENS`` tokens,
+    each chunk run in batches; whatever fails for one record (tokenizing, a forward pass, scoring) is its error.
+    """
+    answers: list[Any] = [None] * len(records)
+    chunk = _Chunk()
+    for index, record in enumerate(records):
+        if record.error is not None:
+            answers[index] = _error(record)
             continue
-        except Exception as exc:  # one unreadable record must not fail the others
-            logger.exception("tokenizing record %d failed", index)
-            _fail(record, answers, index, f"This record could not be tokenized ({type(exc).__name__}): check its text.")
-            continue
-        record.pair_ids = []
-        for encoded in per_text:
-            ids_of_text = []
-            for pair in encoded:
-                key = (tuple(pair.ids), tuple(pair.types) if pair.types is not None else None)
-                if key not in unique:
-                    unique[key] = len(pairs)
-                    pairs.append(pair)
-                ids_of_text.append(unique[key])
-            record.pair_ids.append(ids_of_text)
-        tokenized.append(index)
-    if not pairs:
-        return
-    logits, failed = _logits(loaded, pairs)
-    for index in tokenized:
+        if _add_record(loaded, record, index, chunk, answers) and (
+            len(chunk.pairs) >= CHUNK_PAIRS or chunk.tokens >= CHUNK_TOKENS
+        ):
+            _run_chunk(loaded, records, chunk, answers)
+            chunk = _Chunk()
+    if chunk.indices:
+        _run_chunk(loaded, records, chunk, answers)
+    return answers
+
+
+def _add_record(loaded: ZeroShotModel, record: Record, index: int, chunk: _Chunk, answers: list[Any]) -> bool:
+    """Tokenize one record into the chunk; False (and the record's error) when it cannot be tokenized."""
+    try:
+        per_text = _tokenize_record(loaded, record)
+    except RecordError as exc:
+        _fail(record, answers, index, str(exc))
+        return False
+    except Exception as exc:  # noqa: BLE001 - one unreadable record must not fail the others
+        logger.warning("tokenizing record %d failed: %r", index, exc)
+        _fail(record, answers, index, f"This record could not be tokenized ({type(exc).__name__}): check its text.")
+        return False
+    record.pair_ids = []
+    for encoded in per_text:
+        ids_of_text = []
+        for pair in encoded:
+            key = pair.key()
+            if key not in chunk.unique:
+                chunk.unique[key] = len(chunk.pairs)
+                chunk.pairs.append(pair)
+                chunk.tokens += len(pair.ids)
+            ids_of_text.append(chunk.unique[key])
+        record.pair_ids.append(ids_of_text)
+    chunk.indices.append(index)
+    return True
+
+
+def _run_chunk(loaded: ZeroShotModel, records: list[Record], chunk: _Chunk, answers: list[Any]) -> None:
+    logits, failed = _logits(loaded, chunk.pairs)
+    for index in chunk.indices:
         record = records[index]
         reasons = {failed[i] for ids in record.pair_ids for i in ids if i in failed}
         if reasons:
@@ -843,15 +945,32 @@ def _classify_chunk(loaded: ZeroShotModel, records: list[Record], chunk: list[in
         except RecordError as exc:
             _fail(record, answers, index, str(exc))
             continue
-        except Exception as exc:  # scoring one record must not fail the others
-            logger.exception("scoring record %d failed", index)
+        except Exception as exc:  # noqa: BLE001 - scoring one record must not fail the others
+            logger.warning("scoring record %d failed: %r", index, exc)
             _fail(record, answers, index, f"This record could not be scored ({type(exc).__name__}): report it.")
             continue
         answers[index] = results if record.batched_inputs else results[0]
+        record.pair_ids = []  # the chunk's ids mean nothing after it
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def _dumps_answer(answer: Any, record: Record) -> str:
+    """One answer as JSON, or that record's error if it cannot be written (never the whole response)."""
+    try:
+        text = _dumps(answer)
+        text.encode("utf-8")
+        return text
+    except Exception as exc:  # noqa: BLE001 - one unwritable answer must not fail the others
+        logger.warning("writing an answer failed: %s", type(exc).__name__)
+        fallback: dict[str, Any] = {"id": record.id} if record.has_id else {}
+        fallback["error"] = f"This record's answer could not be written as JSON ({type(exc).__name__}): report it."
+        try:
+            return _dumps(fallback)
+        except Exception:  # noqa: BLE001 - the id itself cannot be written
+            return _dumps({"error": fallback["error"]})
 
 
 def transform_fn(loaded: ZeroShotModel, input_data: Any, content_type: str | None, accept: str | None, context=None):
@@ -870,6 +989,7 @@ def transform_fn(loaded: ZeroShotModel, input_data: Any, content_type: str | Non
         errors,
         (time.perf_counter() - started) * 1000,
     )
+    lines = [_dumps_answer(answer, record) for answer, record in zip(answers, records, strict=True)]
     if single_document:
-        return _dumps(answers[0])
-    return "\n".join(_dumps(answer) for answer in answers)
+        return lines[0]
+    return "\n".join(lines)
