@@ -310,7 +310,12 @@ class Monitoring(Construct):
                         self.custom_metric("FilesEmpty", t),
                         self.custom_metric("FilesDeferred", t),
                     ],
-                    right=[self.custom_metric("JobsStarted", t), self.custom_metric("JobsDeferred", t)],
+                    right=[
+                        self.custom_metric("JobsStarted", t),
+                        self.custom_metric("JobsDeferred", t),
+                        self.custom_metric("JobsMovedToAnotherInstanceType", t, label="Jobs moved to the next type"),
+                        self.custom_metric("JobsRefused", t, label="Jobs no type had quota for"),
+                    ],
                     left_y_axis=cloudwatch.YAxisProps(min=0, label="files", show_units=False),
                     right_y_axis=cloudwatch.YAxisProps(min=0, label="jobs", show_units=False),
                     width=8,

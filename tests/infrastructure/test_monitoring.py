@@ -18,7 +18,7 @@ TUNED = {
     "endpoint_p99_latency_alarm_ms": 1500,
     "log_retention_days": 90,
 }
-TRIGGER_METRICS = ["FilesReceived", "JobsStarted"]
+TRIGGER_METRICS = ["FilesReceived", "JobsStarted", "JobsMovedToAnotherInstanceType", "JobsRefused"]
 OUTCOME_METRICS = ["JobsCompleted", "JobsFailed", "RecordsProcessed", "RecordErrors"]
 
 

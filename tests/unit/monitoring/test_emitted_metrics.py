@@ -166,6 +166,45 @@ def test_the_trigger_counts_deferred_jobs_and_files(env, trigger, capsys, monkey
     assert counts.get("JobsStarted", 0) == 0
 
 
+def test_the_trigger_counts_instance_type_refusals_and_moved_jobs(env, trigger, capsys, monkeypatch):
+    # Given two configured types, and SageMaker refusing the first for its quota (0) but taking the second
+    import dataclasses
+
+    from batch_trigger_logic import parse_targets
+    from botocore.exceptions import ClientError
+
+    from tests.integration.batch.batch_moto import GPU_THEN_CPU
+
+    monkeypatch.setattr(trigger, "SETTINGS", dataclasses.replace(trigger.SETTINGS, targets=parse_targets(GPU_THEN_CPU)))
+    inner = trigger._client("sagemaker").create_transform_job
+    calls: list[str] = []
+
+    def create(**request: Any) -> Any:
+        calls.append(request["TransformResources"]["InstanceType"])
+        if request["TransformResources"]["InstanceType"] == "ml.g4dn.xlarge":
+            message = (
+                "The account-level service limit 'ml.g4dn.xlarge for transform job usage' is 0 Instances, with current "
+                "utilization of 0 Instances and a request delta of 1 Instances. Please contact AWS support to request "
+                "an increase for this limit."
+            )
+            raise ClientError({"Error": {"Code": "ResourceLimitExceeded", "Message": message}}, "CreateTransformJob")
+        return inner(**request)
+
+    monkeypatch.setattr(trigger._client("sagemaker"), "create_transform_job", create)
+    event = sqs_event(env, ["input/gpu.jsonl"])
+    capsys.readouterr()
+    # When the trigger handles the file
+    trigger.handler(event, CONTEXT)
+    # Then the refusal and the moved job are counted, and the job started on the CPU type
+    counts = totals(emitted(capsys.readouterr().out), "batch-trigger")
+    assert (counts["InstanceTypeRefusals"], counts["JobsMovedToAnotherInstanceType"], counts["JobsStarted"]) == (
+        1,
+        1,
+        1,
+    )
+    assert calls == ["ml.g4dn.xlarge", "ml.m5.xlarge"]
+
+
 # --- outcome ----------------------------------------------------------------------------------------------------------
 
 
