@@ -356,40 +356,79 @@ def jobs(
     out.print(table)
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM / SIGHUP (a process manager, a closed terminal, a notebook kernel) end `zstc serve` as Ctrl-C does:
+    through its ``finally``, which stops Multi Model Server and every worker."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), stop)
+
+
 @app.command()
 def serve(
     model: Annotated[
         str, typer.Option(help="Model directory (Hugging Face format), or 'tiny' for a tiny random model.")
     ] = "tiny",
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (≤ 32767; default: a free one).")] = None,
+    endpoint_name: Annotated[
+        str | None,
+        typer.Option(help="Answer /endpoints/NAME/invocations only for this name (default: any name)."),
+    ] = None,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for Multi Model Server's logs (default: a new zstc-serve-logs-* temporary folder)."),
+    ] = None,
 ) -> None:
-    """Serve the handler over HTTP with the real serving stack (toolkit + Multi Model Server): /ping, /invocations."""
+    """Serve the handler with the real serving stack (toolkit + Multi Model Server): /ping, /invocations, and the
+    SageMaker runtime API (POST /endpoints/NAME/invocations) for boto3 and the SageMaker SDK."""
+    import tempfile
+
     from zstc.inprocess import resolve_model
     from zstc.local_serving import LocalServer
 
+    _stop_on_signals()
     model_dir = resolve_model(model)
     if model == "tiny":
         err.print("[bold yellow]Tiny random model: the scores are meaningless (it only shows the plumbing).")
+    logs = log_dir or Path(tempfile.mkdtemp(prefix="zstc-serve-logs-"))
     err.print("Starting Multi Model Server (Java) …")
     try:
-        server = LocalServer(model_dir, port=port).start()
+        server = LocalServer(model_dir, port=port, runtime_api=True, endpoint_name=endpoint_name, log_dir=logs).start()
     except (ValueError, FileNotFoundError) as error:
         raise InputError(str(error)) from error
     except (RuntimeError, TimeoutError) as error:
         raise ZstcError(f"The model server did not start: {str(error).splitlines()[0]}") from error
     try:
-        out.print(f"Serving {model_dir} at [bold]{server.url}[/] (Ctrl-C to stop)")
-        out.print(f"  curl {server.url}/ping")
+        name = endpoint_name or "local"
+        out.print(results.plain(f"Serving {model_dir} at {server.url} (Ctrl-C to stop)"))
+        out.print(results.plain(f"  Multi Model Server logs: {logs}"))
+        out.print(results.plain(f"  curl {server.url}/ping"))
         out.print(
-            f"  curl -H 'Content-Type: application/json' {server.url}/invocations "
-            '-d \'{"inputs": "Run a marathon", "parameters": {"candidate_labels": ["Health", "Career"]}}\''
+            results.plain(
+                f"  curl -H 'Content-Type: application/json' {server.url}/invocations "
+                '-d \'{"inputs": "Run a marathon", "parameters": {"candidate_labels": ["Health", "Career"]}}\''
+            )
+        )
+        out.print(
+            results.plain(
+                f'  boto3.client("sagemaker-runtime", endpoint_url="{server.url}")'
+                f'.invoke_endpoint(EndpointName="{name}", ContentType="application/json", Body=...)'
+            )
+        )
+        out.print(
+            results.plain(f'  zstc.Classifier(endpoint_url="{server.url}", endpoint_name="{name}").classify(...)')
         )
         sys.stdout.flush()
         while server.process is not None and server.process.poll() is None:
             time.sleep(0.5)
-        raise ZstcError(f"The model server stopped unexpectedly; see {server.log_path}")
+        raise ZstcError(f"The model server stopped unexpectedly; see {server.log_path} and {logs}")
     finally:
         server.stop()
+        err.print(results.plain(f"Stopped. Multi Model Server logs kept in {logs}"))
 
 
 @app.command(name="eval")

@@ -447,8 +447,8 @@ class Classifier:
             name = self.stack.stack_name if self.stack else "?"
             raise ZstcError(
                 f"Stack '{name}' has no real-time endpoint (endpoint_mode=none). Deploy one with "
-                '`make deploy CDK_ARGS="-c endpoint_mode=serverless"`, use submit() (the batch path), or '
-                "Classifier.local(MODEL)."
+                '`make deploy CDK_ARGS="-c endpoint_mode=serverless"`, use the batch path (`zstc submit` / '
+                "Classifier.submit), or run the model here (--local MODEL / Classifier.local(MODEL))."
             )
         return self._invoke
 

@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -40,18 +46,42 @@ HANDLER_CODE_DIR = Path(__file__).resolve().parent.parent / "model" / "code"
 WORKER_READY = "WorkerLifeCycle - Model model loaded"
 WORKER_DIED = "Backend worker process died"
 SERVE_COMMAND = "from sagemaker_huggingface_inference_toolkit import serving; serving.main()"
+MMS_SOCKET = Path("/tmp/.mms.sock.9000")  # noqa: S108 - Multi Model Server's fixed worker socket (first worker)
+# Ends the server's process group once its owner is gone: stdin is a pipe from the owner, so EOF means the owner
+# exited (normally, by a signal, or SIGKILL). It ignores SIGINT/SIGTERM sent to the owner's group.
+WATCHDOG = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+group = int(sys.argv[1])
+sys.stdin.buffer.read()
+for sig, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 0.0)):
+    try:
+        os.killpg(group, sig)
+    except (ProcessLookupError, PermissionError):
+        break
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError):
+            sys.exit(0)
+        time.sleep(0.2)
+"""
 
 
-def free_port() -> int:
-    """A TCP port that is free now, at most 32767 (Multi Model Server's limit)."""
+def free_port(exclude: frozenset[int] = frozenset()) -> int:
+    """A TCP port that is free now, at most 32767 (Multi Model Server's limit), not in ``exclude``."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        if port <= MAX_MMS_PORT:
+        if port <= MAX_MMS_PORT and port not in exclude:
             return port
     # The kernel's ephemeral range is above 32767 on this machine: probe the low range ourselves.
     for port in range(20000, MAX_MMS_PORT):
+        if port in exclude:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:
                 probe.bind(("127.0.0.1", port))
@@ -69,6 +99,13 @@ class LocalServer:
     ``env`` adds or overrides environment variables of the server (e.g. ``ZSTC_BATCH_SIZE``,
     ``SAGEMAKER_MODEL_SERVER_WORKERS``). ``startup_timeout`` bounds the wait for ``/ping``; on failure the server log
     is part of the error.
+
+    ``runtime_api=True`` puts a small front on ``port`` that also answers the SageMaker runtime API's
+    ``POST /endpoints/{name}/invocations`` (what ``boto3.client("sagemaker-runtime", endpoint_url=url)`` calls), with
+    its headers and its ``ModelError`` shape for a 4xx/5xx from the model; Multi Model Server then listens on a
+    private port. ``endpoint_name`` restricts the names answered (default: any). Multi Model Server's logs go to
+    ``log_dir`` (kept after stop) or, by default, to the server's temporary folder (removed at stop). A watchdog
+    process ends the whole server if this process dies without calling ``stop()`` (even by SIGKILL).
     """
 
     def __init__(
@@ -80,6 +117,9 @@ class LocalServer:
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 300.0,
         lock_timeout: float = 1800.0,
+        runtime_api: bool = False,
+        endpoint_name: str | None = None,
+        log_dir: Path | str | None = None,
     ) -> None:
         self.model_dir = Path(model_dir).resolve()
         if not (self.model_dir / "config.json").is_file():
@@ -91,8 +131,15 @@ class LocalServer:
         self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
         self.lock_timeout = lock_timeout
+        self.runtime_api = runtime_api
+        self.endpoint_name = endpoint_name
+        self.log_dir = Path(log_dir).resolve() if log_dir is not None else None
+        self._keep_logs = log_dir is not None
+        self.model_port: int | None = None  # where Multi Model Server listens (the front's port when runtime_api)
+        self.front: RuntimeFront | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.base_dir: Path | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self._lock_fd: int | None = None
         self._log_file: IO[bytes] | None = None
 
@@ -104,10 +151,17 @@ class LocalServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def model_url(self) -> str:
+        """Multi Model Server itself (the same as ``url`` unless the runtime API front is on)."""
+        if self.process is None or self.model_port is None:
+            raise RuntimeError("The server is not running: call start() or use it as a context manager.")
+        return f"http://127.0.0.1:{self.model_port}"
+
+    @property
     def log_path(self) -> Path:
-        if self.base_dir is None:
+        if self.log_dir is None:
             raise RuntimeError("The server was never started.")
-        return self.base_dir / "server.log"
+        return self.log_dir / "server.log"
 
     def log_text(self) -> str:
         try:
@@ -146,6 +200,9 @@ class LocalServer:
         try:
             self._launch()
             self._wait_until_healthy()
+            if self.front is not None:
+                self.front.model_url = self.model_url
+                self.front.start()
         except BaseException:
             self.stop()
             raise
@@ -154,13 +211,24 @@ class LocalServer:
     def stop(self) -> None:
         """Stop the whole process tree (SIGTERM, then SIGKILL after 20 s) and release the lock."""
         try:
+            if self.front is not None:
+                self.front.stop()
+                self.front = None
             if self.process is not None:
                 self._terminate_tree()
         finally:
             self.process = None
+            if self._watchdog is not None:
+                with contextlib.suppress(OSError):
+                    assert self._watchdog.stdin is not None
+                    self._watchdog.stdin.close()  # nothing left to end: the watchdog exits
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._watchdog.wait(timeout=10)
+                self._watchdog = None
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
+            _remove_stale_socket()
             if self.base_dir is not None:
                 shutil.rmtree(self.base_dir, ignore_errors=True)
                 self.base_dir = None
@@ -216,7 +284,10 @@ class LocalServer:
             {
                 "SAGEMAKER_BASE_DIR": str(base_dir),
                 "HF_TASK": "zero-shot-classification",
-                "SAGEMAKER_BIND_TO_PORT": str(self.port),
+                "SAGEMAKER_BIND_TO_PORT": str(self.model_port),
+                # Multi Model Server's log4j configuration writes to $LOG_LOCATION / $METRICS_LOCATION (else ./logs)
+                "LOG_LOCATION": str(self.log_dir),
+                "METRICS_LOCATION": str(self.log_dir),
                 "PATH": venv_bin + os.pathsep + env.get("PATH", ""),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -227,9 +298,21 @@ class LocalServer:
     def _launch(self) -> None:
         if self.port is None:
             self.port = free_port()
+        self.model_port = self.port
+        if self.runtime_api:
+            # bound now (requests wait in its backlog until the model is loaded), served once healthy
+            try:
+                self.front = RuntimeFront(port=self.port, model_url="", endpoint_name=self.endpoint_name)
+            except OSError as error:
+                raise ValueError(f"port {self.port} is in use ({error.strerror}): pick another with --port.") from None
+            self.model_port = free_port(exclude=frozenset({self.port}))
         self.base_dir = Path(tempfile.mkdtemp(prefix="zstc-serving-"))
+        if not self._keep_logs:
+            self.log_dir = self.base_dir / "logs"
+        assert self.log_dir is not None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self._prepare_model_dir(self.base_dir)
-        self._log_file = open(self.base_dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._log_file = open(self.log_dir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-c", SERVE_COMMAND],
             cwd=self.base_dir,  # Multi Model Server writes logs/ into its working directory
@@ -237,6 +320,13 @@ class LocalServer:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends Java and the workers too
+        )
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, str(self.process.pid)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to our terminal's process group must not reach it
         )
 
     def _wait_until_healthy(self) -> None:
@@ -249,7 +339,7 @@ class LocalServer:
                     f"--- server log ---\n{self._log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=5) as response:  # noqa: S310 - local URL
+                with urllib.request.urlopen(f"{self.model_url}/ping", timeout=5) as response:  # noqa: S310 - local URL
                     if response.status == 200 and self._model_loaded():
                         return
             except (urllib.error.URLError, OSError):
@@ -270,10 +360,10 @@ class LocalServer:
         return WORKER_READY in logs
 
     def _mms_logs(self) -> str:
-        if self.base_dir is None:
+        if self.log_dir is None:
             return ""
         texts = []
-        for path in (self.base_dir / "logs").glob("*.log"):
+        for path in self.log_dir.glob("*.log"):
             with contextlib.suppress(OSError):
                 texts.append(path.read_text(errors="replace"))
         return "\n".join(texts)
@@ -302,3 +392,165 @@ class LocalServer:
             pid = int(MMS_PID_FILE.read_text().split()[0])
             if not psutil.pid_exists(pid):
                 MMS_PID_FILE.unlink()
+
+
+def _remove_stale_socket() -> None:
+    """Remove Multi Model Server's worker socket when no process listens on it any more (we hold the lock)."""
+    if not MMS_SOCKET.exists():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(MMS_SOCKET))
+        except OSError:
+            with contextlib.suppress(OSError):
+                MMS_SOCKET.unlink()
+
+
+# --- the SageMaker runtime API in front of Multi Model Server ------------------------------------------------------
+
+ENDPOINT_PATH = re.compile(r"^/endpoints/(?P<name>[^/?]+)/invocations/?$")
+VARIANT = "AllTraffic"  # the production variant name the stack's endpoint config uses
+MODEL_TIMEOUT_SECONDS = 60.0  # SageMaker's per-request limit for real-time endpoints
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+
+
+class RuntimeFront:
+    """Answers on ``port`` what a SageMaker endpoint answers, forwarding to Multi Model Server at ``model_url``.
+
+    ``POST /endpoints/{name}/invocations``: InvokeEndpoint (rest-json): the model's body and Content-Type, plus
+    ``x-Amzn-Invoked-Production-Variant``; a 4xx/5xx from the model becomes HTTP 424 ``ModelError`` with
+    ``OriginalStatusCode`` / ``OriginalMessage`` (what boto3 raises as ``ModelError``); an unknown endpoint name
+    (when ``endpoint_name`` is set) a 400 ``ValidationError``; a body over 6 MB a 413 ``ValidationError``.
+    ``GET /ping`` and ``POST /invocations`` pass through unchanged (the container contract).
+    """
+
+    def __init__(self, *, port: int, model_url: str, endpoint_name: str | None) -> None:
+        from http.server import ThreadingHTTPServer
+
+        self.port, self.model_url, self.endpoint_name = port, model_url, endpoint_name
+        front = self
+
+        class Handler(_FrontHandler):
+            owner = front
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> RuntimeFront:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="zstc-runtime-front", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def _error_body(error_type: str, message: str, **fields: object) -> bytes:
+    return json.dumps({"ErrorCode": error_type, "Message": message, **fields}).encode()
+
+
+class _FrontHandler(BaseHTTPRequestHandler):
+    owner: RuntimeFront
+    protocol_version = "HTTP/1.1"
+    server_version = "zstc-runtime-front"
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None  # Multi Model Server's access log already records each request
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, error_type: str, message: str, **fields: object) -> None:
+        self._send(
+            status,
+            _error_body(error_type, message, **fields),
+            {"Content-Type": "application/json", "x-amzn-ErrorType": f"{error_type}:"},
+        )
+
+    def _forward(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes, dict[str, str]]:
+        headers = {
+            name: value
+            for name, value in self.headers.items()
+            if name.lower() in ("content-type", "accept", CUSTOM_ATTRIBUTES.lower())
+        }
+        request = urllib.request.Request(  # noqa: S310 - the local model server's http URL
+            self.owner.model_url + path, data=body, headers=headers, method=method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=MODEL_TIMEOUT_SECONDS) as response:  # noqa: S310 - local
+                return response.status, response.read(), dict(response.headers.items())
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), dict(error.headers.items())
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] != "/ping":
+            self._error(404, "UnknownOperationException", f"GET {self.path} is not an operation of this endpoint.")
+            return
+        status, body, headers = self._forward("GET", "/ping", None)
+        self._send(status, body, {"Content-Type": headers.get("Content-Type", "application/json")})
+
+    def do_POST(self) -> None:
+        from zstc.client import PROVISIONED_PAYLOAD_LIMIT
+
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path = self.path.split("?")[0]
+        if path == "/invocations":  # the container contract, unchanged
+            status, answer, headers = self._forward("POST", "/invocations", body)
+            self._send(status, answer, {"Content-Type": headers.get("Content-Type", "application/json")})
+            return
+        match = ENDPOINT_PATH.match(path)
+        if match is None:
+            self._error(404, "UnknownOperationException", f"POST {self.path} is not an operation of this endpoint.")
+            return
+        name = urllib.parse.unquote(match["name"])
+        if self.owner.endpoint_name is not None and name != self.owner.endpoint_name:
+            self._error(400, "ValidationError", f"Endpoint {name} of account 000000000000 not found.")
+            return
+        if len(body) > PROVISIONED_PAYLOAD_LIMIT:
+            self._error(
+                413,
+                "ValidationError",
+                f"Received payload of {len(body)} bytes, over the limit of {PROVISIONED_PAYLOAD_LIMIT} bytes.",
+            )
+            return
+        try:
+            status, answer, headers = self._forward("POST", "/invocations", body)
+        except OSError as error:
+            self._error(500, "InternalFailure", f"The model server did not answer: {error}")
+            return
+        if status >= 400:
+            kind = "client" if status < 500 else "server"
+            original = answer.decode("utf-8", errors="replace")
+            self._send(
+                424,
+                _error_body(
+                    f"{kind.upper()}_ERROR_FROM_MODEL",
+                    f'Received {kind} error ({status}) from primary with message "{original}". '
+                    "See the model server's logs (named in `zstc serve`'s start-up lines) for more information.",
+                    OriginalStatusCode=status,
+                    OriginalMessage=original,
+                    LogStreamArn="",
+                ),
+                {"Content-Type": "application/json", "x-amzn-ErrorType": "ModelError:"},
+            )
+            return
+        reply = {
+            "Content-Type": headers.get("Content-Type", "application/json"),
+            "x-Amzn-Invoked-Production-Variant": VARIANT,
+        }
+        if CUSTOM_ATTRIBUTES in headers:
+            reply[CUSTOM_ATTRIBUTES] = headers[CUSTOM_ATTRIBUTES]
+        self._send(200, answer, reply)

@@ -269,3 +269,23 @@ def test_results_frame_without_pandas_says_how_to_install_it(monkeypatch):
     with pytest.raises(ZstcError, match=r"pandas is not installed: `pip install 'zero-shot-sagemaker\[pandas\]'`"):
         results.to_pandas()
     assert results[0].label == "Health"  # everything else works without pandas
+
+
+def test_the_stock_handler_gets_one_json_record_per_request():
+    # Given an endpoint with the toolkit's stock handler (model_source=hub): one application/json object per request
+    runtime = runtime_client()
+    with Stubber(runtime) as stub:
+        for text in ("a", "b"):
+            body = json.dumps({"inputs": text, "parameters": {"candidate_labels": LABELS, "multi_label": False}})
+            answer = json.dumps({"sequence": text, "labels": ["Career", "Health"], "scores": [0.9, 0.1]}).encode()
+            stub.add_response(
+                "invoke_endpoint",
+                {"Body": StreamingBody(io.BytesIO(answer), len(answer))},
+                expected_params={"EndpointName": ENDPOINT, "ContentType": "application/json",
+                                 "Accept": "application/json", "Body": body.encode()},
+            )  # fmt: skip
+        results = Classifier(endpoint_name=ENDPOINT, runtime=runtime, single_record=True, concurrency=1).classify(
+            ["a", "b"], LABELS
+        )
+        stub.assert_no_pending_responses()
+    assert [(r.sequence, r.label) for r in results] == [("a", "Career"), ("b", "Career")]

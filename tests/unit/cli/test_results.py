@@ -54,3 +54,34 @@ def test_csv_results_keep_every_original_column_and_add_the_prediction(tmp_path)
     row = next(csv.DictReader(target.open(encoding="utf-8", newline="")))
     assert row["text"] == "two\nlines" and row["who"] == "me"
     assert row["predicted_label"] == "a" and json.loads(row["labels"]) == ["a", "z"] and row["error"] == ""
+
+
+def test_the_summary_shows_user_text_literally_markup_and_escapes_included(tmp_path):
+    # Given results whose text, id, label and error contain Rich markup and terminal escape sequences
+    import io as _io
+
+    from rich.console import Console
+
+    from zstc.results import Result, show_summary
+
+    results = [
+        Result(line=1, id="[/bold]", text="[/bold] closes nothing \x1b[2J\x1b]0;owned\x07", labels=["[red]x"],
+               scores=[0.9]),
+        Result(line=2, id="2", text="t", labels=[], scores=[], error="bad [/] \x1b[31mred"),
+    ]  # fmt: skip
+    buffer = _io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=200, color_system=None)
+    # When the summary is printed (this used to raise rich.errors.MarkupError)
+    show_summary(console, results, target=tmp_path / "r.csv")
+    text = buffer.getvalue()
+    # Then the text is shown as it is, and no escape character reaches the terminal
+    assert "[/bold] closes nothing" in text and "[red]x" in text and "bad [/]" in text
+    assert "\x1b" not in text.replace("\x1b[0m", "").replace("\x1b[1m", "")  # only the console's own styling
+    assert "\\x1b[2J" in text and "\\x07" in text
+
+
+def test_terminal_safe_escapes_controls_and_bidi_overrides_but_keeps_text():
+    from zstc.results import terminal_safe
+
+    assert terminal_safe("café\tok\n") == "café\tok\n"
+    assert terminal_safe("a\x1b[31mb\x9bc\u202ed") == "a\\x1b[31mb\\x9bc\\u202ed"
