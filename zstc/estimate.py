@@ -192,7 +192,7 @@ def instance_rate(instance_type: str, shape: str, entries: Sequence[dict[str, An
             rate *= cores / measured_cores
             source = "estimated"
             basis += f"; scaled ×{cores}/{measured_cores} by physical cores (estimated)"
-        basis += "; this CPU has AVX2 but no AVX-512: SageMaker's CPUs may be faster or slower by generation"
+        basis += "; measured on that machine, not on a SageMaker instance: CPU generations differ"
     return Rate(pairs_per_second=rate, tokens_per_pair=tokens, source=source, basis=basis)
 
 
