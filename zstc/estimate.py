@@ -471,7 +471,11 @@ def confirm_before_upload(
     """
 
     def check(prepared: inputs.PreparedInput, stack: Any) -> None:
-        config = configured()
+        try:
+            config = configured()
+        except ZstcError as error:  # no checkout (or a broken cdk.json): submit without an estimate, saying why
+            console.print(f"No cost estimate: {error}", highlight=False, markup=False)
+            return
         region = getattr(stack, "region", None) or config.region
         result = estimate(
             count_prepared(prepared),

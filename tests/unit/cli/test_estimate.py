@@ -261,3 +261,18 @@ def test_zstc_estimate_is_a_command_of_the_cli(tmp_path):
     assert (data["records"], data["pairs"]) == (2, 6)
     assert [t["instance_type"] for t in data["instance_types"]] == ["ml.m5.xlarge"]
     assert data["instance_types"][0]["rate"]["source"] == "measured"
+
+
+def test_without_the_apps_configuration_submit_goes_on_without_an_estimate(tmp_path, monkeypatch):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"inputs": "x"}\n', encoding="utf-8")
+    prepared = prepare(path, Options(labels=("a",)))
+
+    def no_checkout() -> None:
+        raise ZstcError("stacks not found: run it from a checkout")
+
+    monkeypatch.setattr(est, "configured", no_checkout)
+    console = Console(record=True, width=200)
+    est.confirm_before_upload(yes=False, console=console, threshold_usd=0.0, ask=lambda q: False)(prepared, None)
+    prepared.close()
+    assert "No cost estimate: stacks not found" in console.export_text()
