@@ -456,6 +456,11 @@ def confirm_estimate(
     if highest is None or highest <= threshold_usd or yes:
         return
     question = f"The estimate reaches {_money(highest)} (above ${threshold_usd:,.2f}). Upload and start the job?"
+    if ask is None and not sys.stdin.isatty():
+        raise ZstcError(
+            f"the estimate reaches {_money(highest)} (above ${threshold_usd:,.2f}) and there is no terminal to "
+            "confirm it: pass --yes to submit anyway"
+        )
     confirmed = (ask or (lambda q: typer.confirm(q, default=False, err=True)))(question)
     if not confirmed:
         raise ZstcError("not submitted (the estimate was not confirmed); pass --yes to skip the question", exit_code=1)

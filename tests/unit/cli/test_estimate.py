@@ -276,3 +276,11 @@ def test_without_the_apps_configuration_submit_goes_on_without_an_estimate(tmp_p
     est.confirm_before_upload(yes=False, console=console, threshold_usd=0.0, ask=lambda q: False)(prepared, None)
     prepared.close()
     assert "No cost estimate: stacks not found" in console.export_text()
+
+
+def test_without_a_terminal_a_costly_estimate_needs_yes(monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(ZstcError, match="no terminal to confirm it: pass --yes"):
+        est.confirm_estimate(an_estimate(100.0), yes=False, console=Console(quiet=True), threshold_usd=10)
