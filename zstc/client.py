@@ -41,6 +41,8 @@ from zstc.stack import DEFAULT_STACK_NAME, StackOutputs
 if TYPE_CHECKING:
     import pandas
 
+    from zstc.submit import BeforeUpload
+
 # SageMaker's request payload limits for InvokeEndpoint (the one place they are declared).
 SERVERLESS_PAYLOAD_LIMIT = 4_000_000  # bytes: serverless endpoints take at most 4 MB per request
 PROVISIONED_PAYLOAD_LIMIT = 6_000_000  # bytes: instance-backed (provisioned) endpoints take at most 6 MB
@@ -236,6 +238,10 @@ def _runtime_client(session: Any, *, endpoint_url: str | None, concurrency: int)
     }
     if endpoint_url is not None and session.get_credentials() is None:
         options["signature_version"] = UNSIGNED  # a local endpoint needs no AWS credentials
+    if endpoint_url is None and not session.region_name:
+        raise errors.AwsSetupError(
+            "No AWS region configured. Pass region= (e.g. region='us-east-1') or set AWS_REGION."
+        )
     return session.client(
         "sagemaker-runtime",
         endpoint_url=endpoint_url,
@@ -518,7 +524,7 @@ class Classifier:
         timeout: float = 7200,
         poll: float = 5.0,
         work_dir: str | Path | None = None,
-        before_upload: Any = None,
+        before_upload: BeforeUpload | None = None,
     ) -> Any:
         """Classify a CSV / JSON Lines file or a DataFrame through the stack's batch path (S3 → transform job).
 
@@ -528,7 +534,8 @@ class Classifier:
         ``submit`` again with the same data resumes it (finishing an interrupted upload, or waiting again) instead
         of uploading twice. A DataFrame is first written to ``work_dir`` (default ``./zstc-submissions``) as a CSV
         named by its content hash, so the same DataFrame resumes too. ``wait=False`` returns the
-        :class:`~zstc.submit.Submission` right after the upload.
+        :class:`~zstc.submit.Submission` right after the upload. ``before_upload(prepared, stack)`` runs after
+        validation and before anything is uploaded (a check that may stop the submission raises there).
         """
         from zstc import submit as batch
 

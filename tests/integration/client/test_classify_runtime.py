@@ -289,3 +289,25 @@ def test_the_stock_handler_gets_one_json_record_per_request():
         )
         stub.assert_no_pending_responses()
     assert [(r.sequence, r.label) for r in results] == [("a", "Career"), ("b", "Career")]
+
+
+def test_a_deployed_endpoint_without_a_region_is_one_actionable_line(monkeypatch, tmp_path):
+    from zstc.errors import AwsSetupError
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(AwsSetupError, match="No AWS region configured"):
+        Classifier(endpoint_name=ENDPOINT)
+
+
+def test_a_local_endpoint_needs_neither_region_nor_credentials(monkeypatch, tmp_path):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    classifier = Classifier(endpoint_url="http://127.0.0.1:9", endpoint_name=ENDPOINT, max_attempts=1)
+    # nothing listens on port 9: the request fails as a connection error, not as missing credentials
+    result = classifier.classify(["a"], LABELS)[0]
+    assert result.error.startswith("gave up after 1 attempts") and "Could not connect" in result.error
