@@ -14,6 +14,7 @@ from rich.table import Table
 
 from zstc.errors import InputError
 from zstc.inputs import csv_dicts
+from zstc.results import plain
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def show(console: Console, report: Report) -> None:
     for label in report.labels:
         stats = report.per_class[label]
         table.add_row(
-            label,
+            plain(label),
             f"{stats['precision']:.3f}",
             f"{stats['recall']:.3f}",
             f"{stats['f1']:.3f}",
@@ -156,7 +157,7 @@ def show(console: Console, report: Report) -> None:
         matrix.add_column(name, justify="right")
     for i, (label, row) in enumerate(zip(report.labels, report.matrix, strict=True)):
         cells = [f"[bold]{v}[/]" if j == i and v else (str(v) if v else "·") for j, v in enumerate(row)]
-        matrix.add_row(f"{i + 1}. {label}", *cells)
+        matrix.add_row(plain(f"{i + 1}. {label}"), *cells)
     console.print(matrix)
 
 

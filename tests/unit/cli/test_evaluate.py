@@ -29,3 +29,16 @@ def test_the_plot_is_a_png_sized_to_the_labels(tmp_path):
     target = plot_confusion(report, tmp_path / "cm.png")
     with Image.open(target) as image:
         assert image.format == "PNG" and image.width > 300
+
+
+def test_labels_with_markup_are_shown_literally():
+    import io
+
+    from rich.console import Console
+
+    from zstc.evaluate import show
+
+    report = metrics(["[/bold]", "b"], ["[/bold]", "[red]"], labels=["[/bold]", "b"])
+    buffer = io.StringIO()
+    show(Console(file=buffer, width=200), report)
+    assert "[/bold]" in buffer.getvalue() and "[red]" in buffer.getvalue()
