@@ -225,3 +225,35 @@ def test_an_exception_while_tokenizing_one_record_ends_as_its_error(handler, mod
     answers = classify(handler, loaded, [request("boom", LABELS), request("fine", LABELS)])
     assert "could not be tokenized (RuntimeError)" in answers[0]["error"]
     assert "labels" in answers[1]
+
+
+def test_batches_are_padded_on_the_right_with_the_tokenizers_pad_id_even_if_it_says_left(handler, tmp_path):
+    import shutil
+
+    from transformers import pipeline
+
+    # Given an XLM-R model whose tokenizer config says padding_side=left (its head reads the first token)
+    model_dir = tmp_path / "left"
+    shutil.copytree(cached_tiny_architecture("xlm-roberta"), model_dir)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    (model_dir / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "left"}))
+    loaded = handler.model_fn(str(model_dir))
+    assert loaded.tokenizer.padding_side == "left"
+    reference = pipeline("zero-shot-classification", model=str(model_dir), device=-1)
+    seen = []
+    forward = loaded.model.forward
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["input_ids"].clone())
+        return forward(*args, **kwargs)
+
+    loaded.model.forward = recording
+    texts = ["save money", "I will run a marathon and eat better every day", "read"]
+    answers = classify(handler, loaded, [request(text, LABELS) for text in texts])
+    # Then every row starts with <s> (padding, with the tokenizer's pad id, is on the right) and the scores are the
+    # pipeline's (padded on the left, this model's scores moved by 0.44)
+    assert all(int(row[0]) == loaded.tokenizer.cls_token_id for batch in seen for row in batch)
+    assert any(int(row[-1]) == loaded.tokenizer.pad_token_id == 1 for batch in seen for row in batch)
+    for text, answer in zip(texts, answers, strict=True):
+        reference.tokenizer.model_max_length = loaded.max_length
+        assert_same_as_pipeline(answer, reference(text, candidate_labels=LABELS))
