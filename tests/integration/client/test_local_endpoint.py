@@ -167,9 +167,11 @@ def test_sigterm_ends_the_whole_server_and_the_logs_are_in_their_own_folder(serv
     # Then every process of the server is gone, the ports and the worker socket are free
     _gone, alive = psutil.wait_procs(members, timeout=30)
     assert not alive, [p.pid for p in alive]
-    for port in ports:
+    for port in ports:  # as a new server would bind it (SO_REUSEADDR: closed connections may linger in TIME_WAIT)
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", port))
+            probe.listen()
     with socket.socket(socket.AF_UNIX) as probe, pytest.raises(OSError):
         probe.connect(str(MMS_SOCKET))
     # and Multi Model Server's logs went to the named folder, not into the working directory
