@@ -11,7 +11,7 @@ from moto import mock_aws
 from zstc.client import PROVISIONED_PAYLOAD_LIMIT, SERVERLESS_PAYLOAD_LIMIT, Classifier
 from zstc.errors import AwsSetupError, ZstcError
 
-pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS::CloudFormation::WaitConditionHandle")
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS")  # moto: the placeholder resource
 REGION = "eu-west-1"
 OUTPUTS = {
     "BucketName": "data-bucket",
