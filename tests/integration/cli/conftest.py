@@ -66,6 +66,10 @@ def pipeline(tiny_handler, tmp_path_factory):
     with LocalPipeline(invoke, workdir=tmp_path_factory.mktemp("pipeline")) as running:
         running.publish_stack(STACK)
         yield running
+        # moto's state is per process, not per server: the next module's pipeline starts from nothing
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{running.endpoint_url}/moto-api/reset", method="POST"))
 
 
 def tweets(count: int, *, with_newlines: int = 3, with_mojibake: int = 3) -> list[dict[str, str]]:
