@@ -65,10 +65,13 @@ def test_submit_without_waiting_then_again_resumes_without_a_second_upload(class
     assert (tmp_path / "later.results.csv").exists()
 
 
-def test_a_jsonl_file_comes_back_with_line_id_and_text(classifier, tmp_path):
+def test_a_jsonl_file_comes_back_with_line_id_and_text(classifier, tmp_path, capsys):
     path = tmp_path / "a.jsonl"
     path.write_text('{"id": 7, "inputs": "Run a marathon"}\n{oops\n', encoding="utf-8")
-    joined = classifier.submit(path, labels="Health,Finance", progress=False, poll=0.2)
+    joined = classifier.submit(path, labels="Health,Finance", poll=0.2)
+    shown = " ".join(capsys.readouterr().err.split())
+    assert "1 of 2 record(s) have problems" in shown and "✓ outputs ready" in shown
+    assert "1 classified, 1 error(s), 2 records → " in shown
     assert joined["line"].tolist() == [1, 2] and joined["id"].tolist() == ["7", "2"]
     assert joined["text"].tolist()[0] == "Run a marathon" and pd.isna(joined["text"].tolist()[1])
     assert joined["label"].tolist()[0] in ("Health", "Finance") and "not valid JSON" in joined["error"].tolist()[1]
