@@ -426,6 +426,8 @@ def serve(
         while server.process is not None and server.process.poll() is None:
             time.sleep(0.5)
         raise ZstcError(f"The model server stopped unexpectedly; see {server.log_path} and {logs}")
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None  # Ctrl-C is how serving ends: no "interrupted" message
     finally:
         server.stop()
         err.print(results.plain(f"Stopped. Multi Model Server logs kept in {logs}"))
