@@ -58,6 +58,8 @@ from zstc.tiny_model import cached_tiny_model  # noqa: E402
 INSTANCE_TYPE = "ml.m5.xlarge"  # the stack's default: 4 vCPUs = 2 cores, like this benchmark machine
 HYPOTHESIS_TEMPLATE = "This example is {}."  # the pipeline's and our handler's default
 HANDLER_NAMES = {"ours": "zstc", "stock": "stock"}  # our names -> throughput.json's "handler" values
+# --forward-only's entries: the model's forward passes alone, in-process (the basis of relative costs, see zstc.models)
+FORWARD_HANDLER = "forward"
 
 
 @dataclass
@@ -251,23 +253,43 @@ def throughput_entry(run: Run, args: argparse.Namespace, run_id: str, today: str
     }
 
 
-def write_throughput(runs: list[Run], args: argparse.Namespace) -> None:
-    """Replace the measured entries of the same shape, hardware, dtype and handler; keep every other entry."""
+def run_stamp() -> tuple[str, str]:
+    """The run id shared by the entries one run writes, and today's date (UTC)."""
     now = datetime.datetime.now(datetime.UTC)
-    run_id, today = now.strftime("%Y-%m-%dT%H:%MZ"), now.date().isoformat()
+    return now.strftime("%Y-%m-%dT%H:%MZ"), now.date().isoformat()
+
+
+def write_throughput(runs: list[Run], args: argparse.Namespace) -> None:
+    """Record the serving-stack runs (see :func:`write_entries`)."""
+    run_id, today = run_stamp()
+    write_entries([throughput_entry(run, args, run_id, today) for run in runs])
+
+
+def ordered(entries: list[dict]) -> list[dict]:
+    """Entries of no benchmark run (published, estimated, older) first, then our handler's, the stock handler's and
+    the forward passes', each in shape order: readers that take the first bart-large row of a hardware get ours."""
+    rank = {HANDLER_NAMES["ours"]: 0, HANDLER_NAMES["stock"]: 1, FORWARD_HANDLER: 2}
+    shapes = {name: index for index, name in enumerate(SHAPES)}
+    return sorted(
+        entries,
+        key=lambda e: (e.get("run") is not None, rank.get(e.get("handler", ""), 3), shapes.get(e.get("shape", ""), 99)),
+    )
+
+
+def write_entries(new: list[dict]) -> None:
+    """Replace the measured entries of the same shape, hardware, dtype and handler; keep every other entry."""
     data = json.loads(THROUGHPUT_FILE.read_text(encoding="utf-8"))
-    new = [throughput_entry(run, args, run_id, today) for run in runs]
     keys = {(e["shape"], e["hardware"], e["dtype"], e["handler"]) for e in new}
     kept = [
         e
         for e in data["entries"]
         if e.get("source") != "measured" or (e["shape"], e["hardware"], e["dtype"], e["handler"]) not in keys
     ]
-    data["entries"] = kept + new
+    data["entries"] = ordered(kept + new)
     temporary = THROUGHPUT_FILE.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(temporary, THROUGHPUT_FILE)
-    print(f"wrote {len(new)} entries (run {run_id}) to {THROUGHPUT_FILE}")
+    print(f"wrote {len(new)} entries (run {new[0]['run'] if new else '-'}) to {THROUGHPUT_FILE}")
 
 
 def model_dir_of(shape: str, vocab_size: int) -> Path:
@@ -289,6 +311,90 @@ def try_run(shape: str, tokens: float, model_dir: Path, handler: str, records: l
         return reason
     print(describe(result), flush=True)
     return result
+
+
+def forward_costs(shapes: list[str], texts: list[str], labels: list[str], args: argparse.Namespace) -> None:
+    """A cross-check of the relative costs that a shared machine distorts less: every shape's model in this process,
+    forward passes only (sorted pairs, padded batches of --batch-size, as our handler runs them), the shapes
+    interleaved round by round so that a change of load hits all of them alike; the best round of each counts."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    env = serving_environment(instance_type=INSTANCE_TYPE, batch_size=args.batch_size, timeout_seconds=3600)
+    # One thread: its CPU time is the work done, whatever else runs on the machine (several threads spin-wait,
+    # which counts as CPU time when they are descheduled).
+    torch.set_num_threads(args.forward_threads or int(env["OMP_NUM_THREADS"]))
+    loaded = {}
+    for shape in shapes:
+        model_dir = model_dir_of(shape, args.vocab_size)
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+        pairs = [(t, HYPOTHESIS_TEMPLATE.format(label)) for t in texts for label in labels]
+        pairs.sort(key=lambda pair: len(tokenizer(*pair)["input_ids"]))
+        batches = [
+            tokenizer(
+                [a for a, _ in pairs[i : i + args.batch_size]],
+                [b for _, b in pairs[i : i + args.batch_size]],
+                padding=True,
+                truncation="only_first",
+                return_tensors="pt",
+            )
+            for i in range(0, len(pairs), args.batch_size)
+        ]
+        mean_tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(pairs)
+        loaded[shape] = (model, batches, len(pairs), mean_tokens)
+    best = dict.fromkeys(shapes, float("inf"))
+    best_cpu = dict.fromkeys(shapes, float("inf"))
+    for round_ in range(args.forward_rounds):
+        for shape in shapes:
+            model, batches, count, _ = loaded[shape]
+            started, cpu_started = time.perf_counter(), time.process_time()
+            with torch.inference_mode():
+                for batch in batches:
+                    model(**batch)
+            best[shape] = min(best[shape], (time.perf_counter() - started) * 1000 / count)
+            best_cpu[shape] = min(best_cpu[shape], (time.process_time() - cpu_started) * 1000 / count)
+        print(
+            f"round {round_ + 1} (load {os.getloadavg()[0]:.1f}): "
+            + ", ".join(f"{s} {best[s]:.0f} ms / {best_cpu[s]:.0f} CPU-ms per pair" for s in shapes),
+            flush=True,
+        )
+    if args.write:
+        run_id, today = run_stamp()
+        threads = torch.get_num_threads()
+        write_entries(
+            [
+                {
+                    "shape": shape,
+                    "hardware": "cpu",
+                    "cores": threads,
+                    "dtype": "float32",
+                    "handler": FORWARD_HANDLER,
+                    "pairs_per_second": round(1000 / best[shape], 3),
+                    "pairs_per_cpu_second": round(1000 / best_cpu[shape], 3),
+                    "tokens_per_pair": round(loaded[shape][3], 1),
+                    "labels": len(labels),
+                    "source": "measured",
+                    "machine": f"{cpu_description()}, shared; in-process forward passes, {threads} torch thread(s), "
+                    f"shapes interleaved, best of {args.forward_rounds} rounds",
+                    "date": today,
+                    "command": "make bench-handler BENCH_ARGS=" + shlex.quote(" ".join(sys.argv[1:])),
+                    "records": len(texts),
+                    "run": run_id,
+                }
+                for shape in shapes
+            ]
+        )
+    reference, reference_cpu = best.get(REFERENCE), best_cpu.get(REFERENCE)
+    print(f"threads {torch.get_num_threads()}; {len(texts)} records x {len(labels)} labels; {cpu_description()}")
+    print("| shape | forward ms / pair | CPU-ms / pair | cost / pair vs bart-large (wall) | (CPU time) |")
+    print("|---|---|---|---|---|")
+    for shape in shapes:
+        print(
+            f"| {shape} | {best[shape]:.0f} | {best_cpu[shape]:.0f} | "
+            f"{ratio(best[shape], reference) if reference else '–'} | "
+            f"{ratio(best_cpu[shape], reference_cpu) if reference_cpu else '–'} |"
+        )
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -321,6 +427,15 @@ def main() -> None:
     )
     parser.add_argument("--max-payload-mb", type=float, default=1.0, help="MultiRecord payload size (MaxPayloadInMB)")
     parser.add_argument("--write", action="store_true", help=f"record the pair rates in {THROUGHPUT_FILE.name}")
+    parser.add_argument(
+        "--forward-only",
+        action="store_true",
+        help="no server: forward passes of every shape in-process, interleaved (a cross-check of relative costs)",
+    )
+    parser.add_argument("--forward-rounds", type=int, default=3, help="rounds of --forward-only")
+    parser.add_argument(
+        "--forward-threads", type=int, default=1, help="torch threads of --forward-only (0: the server's setting)"
+    )
     args = parser.parse_args()
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = [s for s in shapes if s != "tiny" and s not in SHAPES]
@@ -335,6 +450,10 @@ def main() -> None:
         f"machine: {cpu_description()}, load average {os.getloadavg()[0]:.1f}; server env as for {INSTANCE_TYPE}; "
         f"batch size {args.batch_size}; dtype {args.dtype or 'auto'}"
     )
+    if args.forward_only:
+        texts, labels = load_records(args.records or (4 if args.quick else 12))
+        forward_costs([s for s in shapes if s != "tiny"], texts, labels, args)
+        return
     rows = []
     for shape in shapes:
         started = time.perf_counter()
@@ -404,7 +523,8 @@ def main() -> None:
                 print(f"not measured: {shape} {name}: {result}")
 
     if args.write:
-        runs = [r for _, _, _, stock, ours in rows for r in (stock, ours) if isinstance(r, Run) and r.shape != "tiny"]
+        # Ours first: readers that take the first bart-large row of a hardware find our handler's.
+        runs = [r for _, _, _, stock, ours in rows for r in (ours, stock) if isinstance(r, Run) and r.shape != "tiny"]
         if runs:
             write_throughput(runs, args)
         else:

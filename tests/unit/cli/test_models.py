@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,29 @@ def test_relative_cost_prefers_the_reference_of_the_same_run():
     ]
 
     assert models.relative_cost("xlm-roberta-large", entries=rows) == pytest.approx(2.0)
+
+
+def test_the_forward_cpu_time_basis_wins_over_the_serving_stack_rates():
+    # The serving-stack rates of a shared machine are distorted by other load; in-process CPU time is not
+    rows = [
+        entry("bart-large", 5.0),
+        entry("deberta-v3-base", 2.0),  # the serving stack says 2.5x bart-large's time per pair ...
+        replace(entry("bart-large", 2.0, handler="forward", run="f"), pairs_per_cpu_second=3.0),
+        replace(entry("deberta-v3-base", 5.0, handler="forward", run="f"), pairs_per_cpu_second=9.0),
+    ]
+
+    assert models.relative_cost("deberta-v3-base", entries=rows) == pytest.approx(3.0 / 9.0)  # ... CPU time: 1/3
+    assert models.relative_cost("deberta-v3-base", handler="zstc", entries=rows) == pytest.approx(2.5)
+
+
+def test_a_shape_without_a_forward_figure_falls_back_to_the_serving_stack():
+    rows = [
+        entry("bart-large", 6.0),
+        entry("xlm-roberta-large", 4.0),
+        replace(entry("bart-large", 2.0, handler="forward"), pairs_per_cpu_second=3.0),
+    ]
+
+    assert models.relative_cost("xlm-roberta-large", entries=rows) == pytest.approx(1.5)
 
 
 def test_unmeasured_shapes_stock_rows_and_other_hardware_give_no_cost():
