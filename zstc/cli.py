@@ -21,7 +21,7 @@ from rich.table import Table
 from zstc import errors, inputs, results
 from zstc.doctor import doctor
 from zstc.errors import InputError, ZstcError
-from zstc.estimate import estimate_command
+from zstc.estimate import confirm_before_upload, estimate_command
 from zstc.models import app as models_app
 from zstc.stack import DEFAULT_STACK_NAME, StackOutputs
 
@@ -224,6 +224,9 @@ def submit(
     poll: Annotated[float, typer.Option(help="Seconds between checks.", hidden=True)] = 5.0,
     output: Annotated[Path | None, typer.Option(help="Results file (default: FILE.results.csv/.jsonl).")] = None,
     force: Annotated[bool, typer.Option(help="Upload again even if an earlier upload of FILE is pending.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask before a costly upload (see zstc estimate).")
+    ] = False,
     stack: StackOption = DEFAULT_STACK_NAME,
     region: RegionOption = None,
 ) -> None:
@@ -235,7 +238,7 @@ def submit(
     _report_problems(prepared)
     aws, outputs = _stack(stack, region)
     # Checks that may stop the submission before anything is uploaded (e.g. a cost estimate) go in `before_upload`.
-    before_upload = None
+    before_upload = confirm_before_upload(yes=yes, console=err)
     with (
         errors.aws_errors(outputs.region),
         Progress(TextColumn("uploading"), BarColumn(), DownloadColumn(), console=err, transient=True) as progress,
@@ -341,12 +344,13 @@ def jobs(
         out.print(f"No transform jobs yet for stack {stack} (prefix {outputs.transform_job_prefix}).")
         return
     table = Table(title=f"Transform jobs of {stack}", title_justify="left")
-    for column in ("job", "state", "inputs", "records", "created", "duration", "failure reason"):
+    for column in ("job", "state", "instance type", "inputs", "records", "created", "duration", "failure reason"):
         table.add_column(column, justify="right" if column in ("inputs", "records") else "left")
     for row in rows:
         table.add_row(
             row.name,
             row.state,
+            row.instance_type or "",
             row.inputs_text,
             "" if row.records is None else str(row.records),
             row.created.strftime("%Y-%m-%d %H:%M:%S") if row.created else "",
