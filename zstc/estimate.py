@@ -561,20 +561,29 @@ def cost_table_markdown(rows: Sequence[dict[str, Any]] | None = None) -> str:
         )
     known = [r for r in rows if r["usd_per_million"]]
     cpu = [r for r in known if r["instance_type"].split(".")[1] not in ACCELERATORS]
-    gpu = [r for r in known if r["instance_type"].split(".")[1] in ACCELERATORS]
-    if cpu and gpu:
-        best_cpu = min(cpu, key=lambda r: r["usd_per_million"])
-        best_gpu = min(gpu, key=lambda r: r["usd_per_million"])
+    default_cpu = [r for r in cpu if r["shape"] == DEFAULT_SHAPE]
+    default_gpu = [r for r in known if r["shape"] == DEFAULT_SHAPE and r not in cpu]
+    if default_cpu and default_gpu:
+        best_cpu = min(default_cpu, key=lambda r: r["usd_per_million"])
+        best_gpu = min(default_gpu, key=lambda r: r["usd_per_million"])
         ratio = best_cpu["usd_per_million"] / best_gpu["usd_per_million"]
-        lines += [
-            "",
+        text = (
             f"**Recommendation**: `-c batch_instance_types={best_gpu['instance_type']},{best_cpu['instance_type']}`. "
-            f"`{best_gpu['instance_type']}` costs about {ratio:.0f}× less per record than the best CPU type "
-            f"(`{best_cpu['instance_type']}`, {best_cpu['rate_source']}), but its figure is "
-            f"{best_gpu['rate_source']}, not measured, and new accounts often have a quota of 0 for GPU transform "
-            f"instances: with the CPU type second, a refused GPU job runs on CPU instead of failing. Keep the "
-            f"default (`ml.m5.xlarge` only) when a GPU quota increase is not an option.",
-        ]
+            f"For the default model ({DEFAULT_SHAPE}), `{best_gpu['instance_type']}` costs about {ratio:.0f}× less per "
+            f"record than the best CPU type (`{best_cpu['instance_type']}`, {best_cpu['rate_source']}), but its "
+            f"figure is {best_gpu['rate_source']}, not measured, and new accounts often have a quota of 0 for GPU "
+            "transform instances: with the CPU type second, a refused GPU job runs on CPU instead of failing. Keep the "
+            "default (`ml.m5.xlarge` only) when a GPU quota increase is not an option."
+        )
+        cheapest = min(cpu, key=lambda r: r["usd_per_million"])
+        if cheapest["shape"] != DEFAULT_SHAPE:
+            text += (
+                f" On CPU the model matters too: {cheapest['models'][0]} ({cheapest['shape']}) costs "
+                f"${_usd(cheapest['usd_per_million'])} per million records on `{cheapest['instance_type']}` "
+                f"({cheapest['rate_source']}), {best_cpu['usd_per_million'] / cheapest['usd_per_million']:.1f}× less "
+                f'than {DEFAULT_SHAPE}; its accuracy differs (see "Choosing a model").'
+            )
+        lines += ["", text]
     return "\n".join(lines)
 
 
