@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from batch_trigger_logic import TriggerSettings
 from batch_trigger_service import BatchTrigger, Message, delay_deferred
@@ -49,7 +50,7 @@ def _trigger() -> BatchTrigger:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     messages = [Message.from_record(record) for record in event.get("Records", [])]
     result = _trigger().process(messages)
 

@@ -613,13 +613,9 @@ def delay_deferred(sqs: Any, queue_url: str, messages: list[Message], result: Ba
     Failures here are logged, not raised: the message then simply comes back after the queue's visibility timeout.
     """
     entries = [
-        {
-            "Id": str(i),
-            "ReceiptHandle": m.receipt_handle,
-            "VisibilityTimeout": result.failures[m.message_id].visibility_seconds,
-        }
+        {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": failure.visibility_seconds}
         for i, m in enumerate(messages)
-        if isinstance(result.failures.get(m.message_id), Deferred) and m.receipt_handle
+        if isinstance(failure := result.failures.get(m.message_id), Deferred) and m.receipt_handle
     ]
     for start in range(0, len(entries), 10):
         chunk = entries[start : start + 10]

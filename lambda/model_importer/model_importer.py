@@ -147,7 +147,8 @@ def handler(event: Mapping[str, Any], context: Any) -> None:
         props.get("ModelId"),
         props.get("ModelRevision"),
     )
-    status, reason, data = "SUCCESS", "", {}
+    status, reason = "SUCCESS", ""
+    data: dict[str, Any] = {}
     try:
         if request_type == "Delete":
             _delete(props, physical_id)

@@ -23,6 +23,7 @@ semantics) and carries the inputs in its metadata; a re-deploy finds it and copi
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -870,12 +871,13 @@ def import_model(
     started = time.monotonic()
     try:
         gz = gzip.GzipFile(filename="", mode="wb", fileobj=writer, compresslevel=1, mtime=0)
-        with gz, tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=READ_CHUNK) as tar:
+        # copybufsize is a keyword of TarFile that typeshed's tarfile.open overloads do not list.
+        with gz, tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=READ_CHUNK) as tar:  # type: ignore[call-overload]
             tar.addfile(_tar_info(config_file.path, len(config_bytes)), io.BytesIO(config_bytes))
             for hub_file in selected[1:]:
                 stream = VerifiedStream(
                     hub_file,
-                    lambda offset, f=hub_file: hub.open_file(request.model_id, request.revision, f.path, offset),
+                    functools.partial(hub.open_file, request.model_id, request.revision, hub_file.path),
                     deadline=deadline,
                     progress=_Progress(hub_file.path, hub_file.size),
                 )
