@@ -17,6 +17,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	# The checkout's other packages (stacks, functions, zstc_local) for the console script and the benchmarks.
+	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zstc-checkout.pth"
 	touch $@
 
 # checkov pins old dependencies (boto3 1.35, sagemaker-core 1.x): it gets a virtualenv of its own.

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "lambda" / "batch_trigger")]
+sys.path.insert(0, str(ROOT))  # a script: the repository packages (functions, zstc_contract)
 for name, value in {
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",
@@ -30,9 +30,10 @@ for name, value in {
 
 import boto3  # noqa: E402
 from aws_lambda_powertools import Logger  # noqa: E402
-from batch_trigger_logic import TriggerSettings  # noqa: E402
-from batch_trigger_service import BatchTrigger, Message  # noqa: E402
 from moto import mock_aws  # noqa: E402
+
+from functions.batch_trigger.logic import TriggerSettings  # noqa: E402
+from functions.batch_trigger.service import BatchTrigger, Message  # noqa: E402
 
 BUCKET = "zstc-bench"
 LINE = b'{"id": "1", "inputs": "The delivery was late", "parameters": {"candidate_labels": ["delivery", "price"]}}\n'

@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lambda" / "model_importer"))
 sys.path.insert(0, str(ROOT))
 
-from model_importer_logic import HubClient, ImportRequest, import_model  # noqa: E402
-
+from functions.model_importer.logic import HubClient, ImportRequest, import_model  # noqa: E402
 from zstc.models import supported_model_types  # noqa: E402
-from zstc.tiny_model import cached_tiny_model  # noqa: E402
+from zstc_local.tiny_model import cached_tiny_model  # noqa: E402
 
 MODEL_ID = "bench/nli"
 REVISION = "b" * 40

@@ -6,7 +6,7 @@ stands for (:attr:`Shape.source`), random weights (seed 0), and a tokenizer of i
 the shared New Year's resolutions data set (read from ``/work/shared/data``, never copied into the repository), so
 that a (tweet, hypothesis) pair has a realistic length (~40 tokens, as with the real tokenizers).
 
-- ``bart-large``: the tests' cached bart-large weights (``zstc.tiny_model``), byte-level BPE;
+- ``bart-large``: the tests' cached bart-large weights (``zstc_local.tiny_model``), byte-level BPE;
 - ``distilbart-12-1``: bart-large with one decoder layer (``valhalla/distilbart-mnli-12-1``), byte-level BPE;
 - ``deberta-v3-base`` / ``deberta-v3-large``: DeBERTa-v2 architecture (relative attention, 256 position buckets),
   sentencepiece-style Unigram, ``[CLS] A [SEP] B [SEP]`` with token types;
@@ -31,7 +31,7 @@ from typing import Any, Final
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zstc.tiny_model import SPECIAL_TOKENS, build_once, cache_root, cached_tiny_model  # noqa: E402
+from zstc_local.tiny_model import SPECIAL_TOKENS, build_once, cache_root, cached_tiny_model  # noqa: E402
 
 DATA: Final = ROOT.parent / "shared" / "data" / "new_years_resolutions_2015.csv"
 # Merges / pieces seen at least twice in ~5000 tweets: ~38-41 tokens per (tweet, "This example is {}.") pair.
@@ -72,7 +72,7 @@ SHAPES: Final[dict[str, Shape]] = {
             "bart-large",
             "bart",
             model_max_length=1024,
-            source="facebook/bart-large-mnli config.json at the pinned revision (zstc.tiny_model)",
+            source="facebook/bart-large-mnli config.json at the pinned revision (zstc_local.tiny_model)",
         ),
         Shape(
             "distilbart-12-1",
@@ -186,13 +186,13 @@ def _build_bart(shape: Shape, staging: Path, vocab_size: int) -> None:
 
 
 def _build_encoder(shape: Shape, staging: Path, vocab_size: int) -> None:
-    from zstc import tiny_model
+    from zstc_local import tiny_model
 
     builder = getattr(tiny_model, "build_nli_model", None)
     if builder is None:
         raise RuntimeError(
-            f"Shape {shape.name} ({shape.model_type}) needs zstc.tiny_model.build_nli_model (the multi-architecture "
-            "test models), which this checkout does not have yet"
+            f"Shape {shape.name} ({shape.model_type}) needs zstc_local.tiny_model.build_nli_model "
+            "(the multi-architecture test models), which this checkout does not have yet"
         )
     builder(
         staging,

@@ -1,6 +1,6 @@
 """The batch path: S3 drop → SQS → trigger function → coalesced, idempotent SageMaker transform jobs → outcomes.
 
-Runtime code: ``lambda/batch_trigger/`` and ``lambda/job_outcome/``. Design and figures: ``docs/batch.md``.
+Runtime code: ``functions/batch_trigger/`` and ``functions/job_outcome/``. Design and figures: ``docs/batch.md``.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import jsii
@@ -27,29 +26,32 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from stacks.batch_environment import (
+    BACKOFF_BASE_SECONDS,
+    BATCH_SIZE_WITH_WINDOW,
+    BATCH_SIZE_WITHOUT_WINDOW,
+    OUTCOME_TIMEOUT_SECONDS,
+    TRIGGER_TIMEOUT_SECONDS,
+    BatchResources,
+    TargetDecision,
+    outcome_environment,
+    trigger_environment,
+)
 from stacks.checks import INLINE_POLICY_REASON, acknowledge, checkov_skip, logical_id, nag_arn
+from stacks.code_assets import contract_layer, function_code, function_handler
 from stacks.config import Settings, has_nvme_storage
 from stacks.model import ZeroShotModel
 from stacks.network import Network
 from stacks.storage import PREFIXES
+from zstc_contract.backoff import backoff_max_seconds, receives_for_patience
 
-ROOT: Final = Path(__file__).resolve().parents[1]
-ASSET_EXCLUDE: Final = ["__pycache__", "*.pyc", ".pytest_cache"]
 POWERTOOLS_LAYER_PARAMETER: Final = "/aws/service/powertools/python/x86_64/python3.13/3.22.1"
-METRICS_NAMESPACE: Final = "ZeroShotClassification"
-TRIGGER_TIMEOUT: Final = Duration.minutes(2)
-OUTCOME_TIMEOUT: Final = Duration.minutes(5)
-BACKOFF_BASE_SECONDS: Final = 60
-MAX_VISIBILITY_SECONDS: Final = 43_200
+TRIGGER_TIMEOUT: Final = Duration.seconds(TRIGGER_TIMEOUT_SECONDS)
+OUTCOME_TIMEOUT: Final = Duration.seconds(OUTCOME_TIMEOUT_SECONDS)
 RETENTION: Final = Duration.days(14)  # SQS's maximum: the longest patience (336 h) fits
-# Each S3 event names one object; with a window, one Lambda batch (≤ 1,000 files) becomes one job.
-BATCH_SIZE_WITH_WINDOW: Final = 1000
-BATCH_SIZE_WITHOUT_WINDOW: Final = 10
 # Mirrors of the trigger's log messages the dashboard queries (batch_trigger_logic; tests check they agree).
 JOB_STARTED_MESSAGE: Final = "Transform job started"
 INSTANCE_REFUSED_MESSAGE: Final = "Instance type refused: quota too small for the job"
-# How long the trigger skips an instance type after SageMaker answered that its quota is too small for a job.
-QUOTA_REFUSAL_TTL_SECONDS: Final = 6 * 3600
 TRIGGER_MAX_CONCURRENCY: Final = 2  # the job cap is counted per invocation: few concurrent invocations keep it tight
 
 _OUTSIDE_VPC: Final = (
@@ -88,26 +90,6 @@ def job_name_prefix(stack_name: str) -> str:
     matches). ``ZeroShotClassification`` → ``zeroshotclassification-batch``; at most 38 characters."""
     base = re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", stack_name.lower())).strip("-")[:24].strip("-")
     return f"{base or 'stack'}-batch"
-
-
-def backoff_seconds(receive_count: int, *, base: int, maximum: int) -> int:
-    """Mirror of ``batch_trigger_logic.backoff_seconds`` (tests check they agree)."""
-    exponent = max(0, min(receive_count - 1, 30))
-    return int(min(base * 2**exponent, maximum, MAX_VISIBILITY_SECONDS))
-
-
-def backoff_max_seconds(patience_seconds: int) -> int:
-    """Largest backoff step: 15 minutes, longer for long patience so that maxReceiveCount stays near 100."""
-    return min(MAX_VISIBILITY_SECONDS - 600, max(900, patience_seconds // 100))
-
-
-def receives_for_patience(patience_seconds: int, *, base: int, maximum: int) -> int:
-    """Mirror of ``batch_trigger_logic.receives_for_patience``: the DLQ's maxReceiveCount."""
-    waited, receives = 0, 0
-    while waited < patience_seconds:
-        receives += 1
-        waited += backoff_seconds(receives, base=base, maximum=maximum)
-    return max(receives + 1, 2)
 
 
 def _unique(values: Any) -> list[str]:
@@ -286,24 +268,19 @@ class BatchPipeline(Construct):
             ssm.StringParameter.value_for_string_parameter(self, POWERTOOLS_LAYER_PARAMETER),
         )
         # What the trigger and the outcome function must agree on (manifest format, job names, status keys).
-        contract = lambda_.LayerVersion(
-            self,
-            "Contract",
-            code=lambda_.Code.from_asset(str(ROOT / "lambda" / "batch_common"), exclude=ASSET_EXCLUDE),
-            compatible_runtimes=[lambda_.Runtime.PYTHON_3_13],
-            description="Batch path: the contract shared by the trigger and the job-outcome function",
-            removal_policy=RemovalPolicy.DESTROY,
+        contract = contract_layer(self, "Contract")
+        resources = BatchResources(
+            bucket_name=bucket.bucket_name,
+            claims_table_name=self.claims_table.table_name,
+            queue_url=self.queue.queue_url,
+            topic_arn=self.topic.topic_arn,
+            key_arn=key.key_arn,
+            job_name_prefix=self.job_name_prefix,
         )
-        common_env = {
-            "BUCKET_NAME": bucket.bucket_name,
-            "INPUT_PREFIX": PREFIXES.input,
-            "OUTPUT_PREFIX": PREFIXES.output,
-            "ERRORS_PREFIX": PREFIXES.errors,
-            "MANIFEST_PREFIX": PREFIXES.manifests,
-            "JOB_NAME_PREFIX": self.job_name_prefix,
-            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-            "POWERTOOLS_LOG_LEVEL": "INFO",
-        }
+        decisions = [
+            TargetDecision(t.instance_type, t.model.model_name, key.key_arn if t.volume_encryptable else None)
+            for t in self.targets
+        ]
 
         # --- trigger ----------------------------------------------------------------------------------------------
         self.trigger_log_group = logs.LogGroup(
@@ -319,49 +296,13 @@ class BatchPipeline(Construct):
             description="Batch path: S3 events from SQS → claimed, coalesced SageMaker transform jobs",
             runtime=lambda_.Runtime.PYTHON_3_13,
             architecture=lambda_.Architecture.X86_64,  # the Powertools layer parameter is the x86_64 one
-            handler="batch_trigger.handler",
-            code=lambda_.Code.from_asset(str(ROOT / "lambda" / "batch_trigger"), exclude=ASSET_EXCLUDE),
+            handler=function_handler("batch_trigger"),
+            code=function_code("batch_trigger"),
             layers=[layer, contract],
             memory_size=512,
             timeout=TRIGGER_TIMEOUT,
             **placement,
-            environment={
-                **common_env,
-                "POWERTOOLS_SERVICE_NAME": "batch-trigger",
-                "CLAIMS_TABLE": self.claims_table.table_name,
-                "QUEUE_URL": self.queue.queue_url,
-                # The trigger's choices, decided here: per instance type (most preferred first) the model of its
-                # container family and the volume key (none on NVMe types, which SageMaker rejects it for).
-                "BATCH_TARGETS": stack.to_json_string(
-                    [
-                        {
-                            "instance_type": t.instance_type,
-                            "model_name": t.model.model_name,
-                            "volume_kms_key": key.key_arn if t.volume_encryptable else None,
-                        }
-                        for t in self.targets
-                    ]
-                ),
-                "QUOTA_REFUSAL_TTL_SECONDS": str(QUOTA_REFUSAL_TTL_SECONDS),
-                "INSTANCE_COUNT": str(settings.batch_instance_count),
-                "MAX_CONCURRENT_JOBS": str(settings.batch_max_concurrent_jobs),
-                "MAX_PAYLOAD_MB": str(settings.batch_max_payload_mb),
-                # One request at a time per instance: the model server runs one worker per GPU (one on CPU) that
-                # batches the (text, label) pairs of a request itself; 1 × payload ≤ 100 always holds.
-                "MAX_CONCURRENT_TRANSFORMS": "1",
-                "MODEL_TIMEOUT_SECONDS": str(settings.batch_model_timeout_seconds),
-                "MODEL_RETRIES": str(settings.batch_model_retries),
-                "KMS_KEY_ARN": key.key_arn,
-                "BATCH_WINDOW_SECONDS": str(window),
-                "MAX_FILES_PER_JOB": str(BATCH_SIZE_WITH_WINDOW),
-                "CLAIM_TTL_SECONDS": str(patience + 7 * 86_400),
-                "CLAIM_GRACE_SECONDS": str(int(TRIGGER_TIMEOUT.to_seconds()) + 60),
-                "BACKOFF_BASE_SECONDS": str(BACKOFF_BASE_SECONDS),
-                "BACKOFF_MAX_SECONDS": str(self.backoff_max_seconds),
-                # model_source=hub serves the toolkit's stock handler, which takes one application/json record per
-                # request (see docs/handler.md).
-                "BATCH_STRATEGY": "SingleRecord" if settings.model_source == "hub" else "MultiRecord",
-            },
+            environment=trigger_environment(settings, resources, decisions, encode_json=stack.to_json_string),
             environment_encryption=key,
             log_group=self.trigger_log_group,
             logging_format=lambda_.LoggingFormat.JSON,
@@ -399,13 +340,13 @@ class BatchPipeline(Construct):
             description="Batch path: transform job state changes → status records per file, failures to SNS",
             runtime=lambda_.Runtime.PYTHON_3_13,
             architecture=lambda_.Architecture.X86_64,
-            handler="job_outcome.handler",
-            code=lambda_.Code.from_asset(str(ROOT / "lambda" / "job_outcome"), exclude=ASSET_EXCLUDE),
+            handler=function_handler("job_outcome"),
+            code=function_code("job_outcome"),
             layers=[layer, contract],
             memory_size=512,
             timeout=OUTCOME_TIMEOUT,
             **placement,
-            environment={**common_env, "POWERTOOLS_SERVICE_NAME": "job-outcome", "TOPIC_ARN": self.topic.topic_arn},
+            environment=outcome_environment(settings, resources),
             environment_encryption=key,
             log_group=self.outcome_log_group,
             logging_format=lambda_.LoggingFormat.JSON,

@@ -17,15 +17,13 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from stacks.checks import INLINE_POLICY_REASON, acknowledge, checkov_skip, logical_id
+from stacks.code_assets import ASSET_EXCLUDE, ROOT, function_code, function_handler
 from stacks.config import Settings
 from stacks.storage import PREFIXES
 
-ROOT: Final = Path(__file__).resolve().parents[1]
-FUNCTION_CODE: Final = ROOT / "lambda" / "model_importer"
 HANDLER_CODE: Final = ROOT / "model" / "code"
 # The one list of architectures the handler supports (owned by the handler): read at synth, passed to the importer.
 SUPPORTED_ARCHITECTURES: Final = HANDLER_CODE / "supported_architectures.json"
-ASSET_EXCLUDE: Final = ["__pycache__", "*.pyc", ".pytest_cache"]
 
 # Streaming keeps memory flat whatever the model's size; the memory buys CPU for gzip and hashing (2 GB ≈ 1.2 vCPU).
 MEMORY_MB: Final = 2048
@@ -154,8 +152,8 @@ class ModelImport(Construct):
             description="Stages the pinned Hugging Face model in the data bucket (CloudFormation custom resource)",
             runtime=lambda_.Runtime.PYTHON_3_13,
             architecture=lambda_.Architecture.ARM_64,
-            handler="model_importer.handler",
-            code=lambda_.Code.from_asset(str(FUNCTION_CODE), exclude=ASSET_EXCLUDE),
+            handler=function_handler("model_importer"),
+            code=function_code("model_importer"),
             memory_size=MEMORY_MB,
             timeout=TIMEOUT,
             role=self.role,

@@ -17,7 +17,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from stacks.batch import INSTANCE_REFUSED_MESSAGE, JOB_STARTED_MESSAGE, METRICS_NAMESPACE, BatchPipeline
+from stacks.batch import INSTANCE_REFUSED_MESSAGE, JOB_STARTED_MESSAGE, BatchPipeline
+from stacks.batch_environment import METRICS_NAMESPACE
 from stacks.config import Settings
 from stacks.encryption import EncryptionKey
 from stacks.endpoint import VARIANT, InferenceEndpoint

@@ -13,10 +13,10 @@ os.environ.setdefault("COLUMNS", "250")
 
 import pytest
 
-from zstc.tiny_model import cached_tiny_model
+from zstc_local.tiny_model import cached_tiny_model
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    """The tiny random-weight BART NLI model (built once per machine, see zstc.tiny_model)."""
+    """The tiny random-weight BART NLI model (built once per machine, see zstc_local.tiny_model)."""
     return cached_tiny_model()

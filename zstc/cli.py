@@ -391,8 +391,8 @@ def serve(
     SageMaker runtime API (POST /endpoints/NAME/invocations) for boto3 and the SageMaker SDK."""
     import tempfile
 
-    from zstc.inprocess import resolve_model
-    from zstc.local_serving import LocalServer
+    from zstc_local.inprocess import resolve_model
+    from zstc_local.serving import LocalServer
 
     _stop_on_signals()
     model_dir = resolve_model(model)
@@ -527,7 +527,7 @@ def demo(
     output: Annotated[Path | None, typer.Option(help="Results file (default: FILE.results.jsonl).")] = None,
 ) -> None:
     """Run the whole batch path offline: moto stands in for AWS, the real functions and handler do the work."""
-    from zstc.demo import run_demo
+    from zstc_local.demo import run_demo
 
     run_demo(input_file=input_file, model=model, labels=labels, output=output, out=out, err=err)
 

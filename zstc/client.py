@@ -339,7 +339,7 @@ class Classifier:
 
         ``model_dir`` is a Hugging Face model directory, or ``"tiny"`` (a tiny random model: meaningless scores).
         """
-        from zstc.inprocess import InProcessHandler, resolve_model
+        from zstc_local.inprocess import InProcessHandler, resolve_model
 
         handler = InProcessHandler(resolve_model(str(model_dir)))
         options.setdefault("concurrency", 1)

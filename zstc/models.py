@@ -8,17 +8,15 @@ One place for each fact:
   BENCH_ARGS=--write`` updates it); the relative cost of a model is computed from it, never stored;
 - ``model/code/supported_architectures.json``: the architectures the handler supports (the handler's list);
 - the checks a revision must pass before it is deployed: the model importer's ``check_revision``
-  (``lambda/model_importer/model_importer_logic.py``), which ``zstc models pin`` runs on the user's machine, so a
+  (``functions/model_importer/logic.py``), which ``zstc models pin`` runs on the user's machine, so a
   model the importer would refuse at deploy time is refused here first, with the same message.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +35,6 @@ CATALOGUE_FILE: Final = DATA_DIR / "models.json"
 THROUGHPUT_FILE: Final = DATA_DIR / "throughput.json"
 REPO: Final = Path(__file__).resolve().parents[1]
 SUPPORTED_ARCHITECTURES_FILE: Final = REPO / "model" / "code" / "supported_architectures.json"
-IMPORTER_LOGIC_FILE: Final = REPO / "lambda" / "model_importer" / "model_importer_logic.py"
 REFERENCE_SHAPE: Final = "bart-large"  # the default model's shape: relative costs are against it
 FORWARD_HANDLER: Final = (
     "forward"  # throughput.json entries of in-process forward passes (bench-handler --forward-only)
@@ -281,21 +278,15 @@ def throughput_markdown(entries: Sequence[Throughput] | None = None) -> str:
 
 
 def importer_logic() -> ModuleType:
-    """The model importer's pure logic (standard library only), loaded from the repository checkout."""
-    loaded = sys.modules.get("model_importer_logic")
-    if loaded is not None:
-        return loaded
-    if not IMPORTER_LOGIC_FILE.is_file():
+    """The model importer's pure logic (standard library only), imported from the repository checkout."""
+    try:
+        from functions.model_importer import logic
+    except ImportError as error:
         raise ZstcError(
-            f"{IMPORTER_LOGIC_FILE} not found: `zstc models pin` runs the importer's own checks, from a checkout of "
-            "the repository"
-        )
-    spec = importlib.util.spec_from_file_location("model_importer_logic", IMPORTER_LOGIC_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["model_importer_logic"] = module
-    spec.loader.exec_module(module)
-    return module
+            f"the model importer's code (functions/model_importer/) cannot be imported ({error}): `zstc models pin` "
+            "runs the importer's own checks, from a checkout of the repository after `make install`"
+        ) from error
+    return logic
 
 
 @dataclass(frozen=True)

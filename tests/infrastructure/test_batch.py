@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-import batch_trigger_logic
+import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match
 
+from functions.batch_trigger import logic as batch_trigger_logic
 from stacks import batch
+from zstc_contract import backoff
 
 
 def statements_of(s: Any, function_logical_prefix: str) -> list[dict[str, Any]]:
@@ -76,18 +80,20 @@ def test_messages_reach_the_dlq_only_after_the_patience(synth):
     env = env_of(s, "BatchTrigger")
     base, maximum = int(env["BACKOFF_BASE_SECONDS"]), int(env["BACKOFF_MAX_SECONDS"])
     # Then the function's backoff over maxReceiveCount - 1 deferrals is at least 24 hours
-    waited = sum(batch_trigger_logic.backoff_seconds(n, base=base, maximum=maximum) for n in range(1, receives))
+    waited = sum(backoff.backoff_seconds(n, base=base, maximum=maximum) for n in range(1, receives))
     assert waited >= 24 * 3600
-    assert receives == batch_trigger_logic.receives_for_patience(24 * 3600, base=base, maximum=maximum)
+    assert receives == backoff.receives_for_patience(24 * 3600, base=base, maximum=maximum)
 
 
 @pytest.mark.parametrize("hours", [1, 24, 336])
-def test_the_construct_and_the_function_agree_on_the_backoff(hours):
-    maximum = batch.backoff_max_seconds(hours * 3600)
-    assert batch.receives_for_patience(
-        hours * 3600, base=60, maximum=maximum
-    ) == batch_trigger_logic.receives_for_patience(hours * 3600, base=60, maximum=maximum)
-    assert batch.receives_for_patience(hours * 3600, base=60, maximum=maximum) <= 1000
+def test_the_dlq_keeps_long_patience_within_a_thousand_receives(synth, hours):
+    # The stack and the trigger share one backoff arithmetic (zstc_contract.backoff): no mirror to keep equal.
+    s = synth(batch_patience_hours=hours)
+    queue = next(v for k, v in s.resources("AWS::SQS::Queue").items() if k.startswith("BatchQueue"))
+    receives = queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    env = env_of(s, "BatchTrigger")
+    base, maximum = int(env["BACKOFF_BASE_SECONDS"]), int(env["BACKOFF_MAX_SECONDS"])
+    assert receives == backoff.receives_for_patience(hours * 3600, base=base, maximum=maximum) <= 1000
 
 
 def test_event_source_mapping_reports_partial_failures_with_the_window(synth):
@@ -305,3 +311,25 @@ def test_hub_models_get_single_record_jobs_and_packaged_models_multi_record(synt
 
     assert strategy(synth()) == "MultiRecord"
     assert strategy(synth(model_source="hub")) == "SingleRecord"
+
+
+def test_functions_ship_their_package_and_the_contract_layer(tmp_path: Path) -> None:
+    """Each function's archive is its package (handler ``<name>.handler.handler``); the layer holds zstc_contract."""
+    from stacks.code_assets import contract_layer, function_code, function_handler
+
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Assets")
+    lambda_.Function(
+        stack,
+        "Fn",
+        runtime=lambda_.Runtime.PYTHON_3_13,
+        handler=function_handler("batch_trigger"),
+        code=function_code("batch_trigger"),
+        layers=[contract_layer(stack, "Contract")],
+    )
+    app.synth()
+    assets = sorted(p for p in tmp_path.iterdir() if p.name.startswith("asset.") and p.is_dir())
+    contents = {str(f.relative_to(a)) for a in assets for f in a.rglob("*.py")}
+    assert "batch_trigger/handler.py" in contents and "batch_trigger/logic.py" in contents
+    assert "python/zstc_contract/__init__.py" in contents
+    assert not any("__pycache__" in c for c in contents)

@@ -145,7 +145,7 @@ def test_importer_has_time_memory_runtime_and_encrypted_environment(synth):
     assert function["Timeout"] == 900
     assert function["MemorySize"] >= 2048
     assert function["Runtime"] == "python3.13"
-    assert function["Handler"] == "model_importer.handler"
+    assert function["Handler"] == "model_importer.handler.handler"  # the package functions/model_importer
     assert function["KmsKeyArn"] == {"Fn::GetAtt": [logical_id_of(s, s.stack.key), "Arn"]}
 
 

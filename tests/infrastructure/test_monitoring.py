@@ -164,7 +164,7 @@ def test_recent_jobs_table_queries_the_outcome_log_line_with_its_counts(synth):
 
 
 def test_job_widgets_show_the_instance_type_the_trigger_chose(synth):
-    import batch_trigger_logic
+    from functions.batch_trigger import logic as batch_trigger_logic
 
     # The dashboard's messages are the ones the trigger logs (two places: tests keep them equal)
     assert batch_trigger_logic.JOB_STARTED_MESSAGE == batch.JOB_STARTED_MESSAGE

@@ -7,8 +7,9 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
-from batch_trigger_logic import TriggerSettings
-from batch_trigger_service import BatchTrigger, Message
+
+from functions.batch_trigger.logic import TriggerSettings
+from functions.batch_trigger.service import BatchTrigger, Message
 
 REGION = "us-east-1"
 BUCKET = "zstc-batch-test"

@@ -34,7 +34,7 @@ def trigger_module(env: Env, monkeypatch: pytest.MonkeyPatch):
         "POWERTOOLS_SERVICE_NAME": "batch-trigger",
     }.items():
         monkeypatch.setenv(name, value)
-    import batch_trigger
+    from functions.batch_trigger import handler as batch_trigger
 
     module = importlib.reload(batch_trigger)  # settings and clients are per import: rebuild them inside moto
     yield module
@@ -144,7 +144,7 @@ def outcome_module(env: Env, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("BUCKET_NAME", BUCKET)
     monkeypatch.setenv("JOB_NAME_PREFIX", PREFIX)
     monkeypatch.setenv("TOPIC_ARN", topic)
-    import job_outcome
+    from functions.job_outcome import handler as job_outcome
 
     module = importlib.reload(job_outcome)
     yield module
@@ -185,7 +185,7 @@ def _job_event(name: str, status: str, reason: str | None = None) -> dict:
 
 def test_job_outcome_writes_status_records_per_file_and_notifies_failures(env: Env, outcome_module) -> None:
     # Given a job over two files of which SageMaker wrote only the first one's output (then failed)
-    from batch_trigger_logic import S3Object, job_name
+    from functions.batch_trigger.logic import S3Object, job_name
 
     objects = [S3Object(BUCKET, "input/a/ok.jsonl", "e-1"), S3Object(BUCKET, "input/a/bad.jsonl", "e-1")]
     name = job_name(PREFIX, objects)

@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 import boto3
-from batch_trigger_logic import refusal_pk
-from batch_trigger_service import Deferred
 from botocore.stub import ANY, Stubber
 
+from functions.batch_trigger.logic import refusal_pk
+from functions.batch_trigger.service import Deferred
 from tests.integration.batch.batch_moto import BUCKET, GPU_THEN_CPU, KEY_ARN, REGION, Env
 
 NOW = 1_800_000_000

@@ -6,9 +6,9 @@ import json
 import random
 
 import boto3
-from batch_trigger_service import Deferred, WorkFailed
 from botocore.stub import Stubber
 
+from functions.batch_trigger.service import Deferred, WorkFailed
 from tests.integration.batch.batch_moto import BUCKET, PREFIX, REGION, Env
 
 

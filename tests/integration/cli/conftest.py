@@ -49,7 +49,7 @@ def zstc(capsys, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_handler():
-    from zstc.inprocess import InProcessHandler, resolve_model
+    from zstc_local.inprocess import InProcessHandler, resolve_model
 
     with InProcessHandler(resolve_model("tiny")) as handler:
         yield handler
@@ -58,7 +58,7 @@ def tiny_handler():
 @pytest.fixture(scope="module")
 def pipeline(tiny_handler, tmp_path_factory):
     """The batch path on moto server with the real functions; the handler runs in-process (no model server)."""
-    from zstc.local_pipeline import LocalPipeline
+    from zstc_local.pipeline import LocalPipeline
 
     def invoke(body: bytes, content_type: str, accept: str, timeout: float) -> bytes:
         return tiny_handler.invoke(body, content_type, accept)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from zstc.local_serving import free_port
+from zstc_local.serving import free_port
 
 pytestmark = pytest.mark.serving
 REPO = Path(__file__).resolve().parents[3]

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_handler(tiny_model_dir):
-    from zstc.inprocess import InProcessHandler
+    from zstc_local.inprocess import InProcessHandler
 
     with InProcessHandler(tiny_model_dir) as handler:
         yield handler

@@ -23,7 +23,7 @@ import pytest
 from botocore.config import Config
 
 from zstc.client import Classifier
-from zstc.local_serving import MMS_SOCKET, free_port
+from zstc_local.serving import MMS_SOCKET, free_port
 
 pytestmark = pytest.mark.serving
 REPO = Path(__file__).resolve().parents[3]

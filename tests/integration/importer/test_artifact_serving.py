@@ -8,9 +8,9 @@ import tarfile
 import urllib.request
 
 import pytest
-from model_importer_logic import HubClient, ImportRequest, import_model
 
-from zstc.local_serving import LocalServer
+from functions.model_importer.logic import HubClient, ImportRequest, import_model
+from zstc_local.serving import LocalServer
 
 
 @pytest.mark.serving

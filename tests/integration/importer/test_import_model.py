@@ -9,7 +9,8 @@ import os
 import tarfile
 
 import pytest
-from model_importer_logic import HubClient, ImportFailure, ImportRequest, OutOfTime, import_model
+
+from functions.model_importer.logic import HubClient, ImportFailure, ImportRequest, OutOfTime, import_model
 
 EXPECTED_MEMBERS = {
     "config.json",

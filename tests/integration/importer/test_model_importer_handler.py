@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import model_importer
 import pytest
+
+from functions.model_importer import handler as model_importer
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 

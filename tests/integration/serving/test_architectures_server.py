@@ -14,8 +14,8 @@ import urllib.request
 import pytest
 
 from stacks.serving_env import serving_environment
-from zstc.local_serving import LocalServer
-from zstc.tiny_model import cached_tiny_architecture
+from zstc_local.serving import LocalServer
+from zstc_local.tiny_model import cached_tiny_architecture
 
 pytestmark = [
     pytest.mark.serving,

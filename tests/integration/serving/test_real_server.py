@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from stacks.serving_env import serving_environment
-from zstc.local_serving import LocalServer
+from zstc_local.serving import LocalServer
 
 pytestmark = [
     pytest.mark.serving,

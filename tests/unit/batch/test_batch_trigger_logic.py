@@ -7,8 +7,10 @@ import random
 from urllib.parse import quote_plus
 
 import pytest
-from batch_contract import is_stack_job, manifest_entries
-from batch_trigger_logic import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from functions.batch_trigger.logic import (
     CLAIMED,
     JOB_NAME,
     STARTED,
@@ -17,7 +19,6 @@ from batch_trigger_logic import (
     SettingsError,
     Target,
     TriggerSettings,
-    backoff_seconds,
     claim_decision,
     group_objects,
     instance_quota_answer,
@@ -27,13 +28,12 @@ from batch_trigger_logic import (
     manifest_body,
     parse_message,
     parse_targets,
-    receives_for_patience,
     refusal_reason,
     transform_request,
     try_order,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from zstc_contract import is_stack_job, manifest_entries
+from zstc_contract.backoff import backoff_seconds, receives_for_patience
 
 KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555"
 BASE_ENV = {

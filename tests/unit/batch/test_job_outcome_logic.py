@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import batch_trigger_logic
 import pytest
-from batch_contract import DIGEST_CHARS, SettingsError, is_stack_job
-from job_outcome_logic import (
+
+from functions.batch_trigger import logic as batch_trigger_logic
+from functions.job_outcome.logic import (
     FileOutcome,
     JobEvent,
     OutcomeSettings,
@@ -17,6 +17,7 @@ from job_outcome_logic import (
     manifest_uri,
     status_record,
 )
+from zstc_contract import DIGEST_CHARS, SettingsError, is_stack_job
 
 EVENTS = Path(__file__).parents[2] / "events"
 SETTINGS = OutcomeSettings.from_env(

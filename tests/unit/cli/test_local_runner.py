@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from zstc.local_runner import MIB, InvocationError, LocalTransformRunner, state_change_event
+from zstc_local.runner import MIB, InvocationError, LocalTransformRunner, state_change_event
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 

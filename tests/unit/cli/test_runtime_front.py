@@ -21,7 +21,7 @@ import psutil
 import pytest
 from botocore.config import Config
 
-from zstc.local_serving import WATCHDOG, RuntimeFront, free_port
+from zstc_local.serving import WATCHDOG, RuntimeFront, free_port
 
 
 class Model(BaseHTTPRequestHandler):

@@ -161,7 +161,7 @@ def test_a_huge_text_is_cut_before_tokenizing_and_scores_like_the_pipeline(
 def test_a_text_of_mostly_whitespace_is_not_cut_short(handler):
     from transformers import pipeline
 
-    from zstc.tiny_model import cached_tiny_architecture
+    from zstc_local.tiny_model import cached_tiny_architecture
 
     # Given a WordPiece tokenizer (whitespace makes no tokens) and a text whose words start after 20,000 spaces
     directory = str(cached_tiny_architecture("bert"))

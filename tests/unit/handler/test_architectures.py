@@ -1,6 +1,6 @@
 """Every supported architecture scores like transformers' zero-shot pipeline (tiny random-weight models, float32).
 
-One tiny model per architecture (zstc.tiny_model), each with its family's tokenizer trained on English + Japanese
+One tiny model per architecture (zstc_local.tiny_model), each with its family's tokenizer trained on English + Japanese
 and the label layout of a real NLI checkpoint of that family (3-class in several orders and letter cases, 2-class).
 """
 
@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from zstc.tiny_model import ARCHITECTURES, cached_tiny_architecture
+from zstc_local.tiny_model import ARCHITECTURES, cached_tiny_architecture
 
 TOLERANCE = 1e-5
 LABELS = ["health", "finance", "humor", "career"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zstc.tiny_model import cached_tiny_architecture
+from zstc_local.tiny_model import cached_tiny_architecture
 
 LABELS = ["health", "finance", "humor", "career", "family", "education"]
 TEXTS = [

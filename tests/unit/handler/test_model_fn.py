@@ -69,7 +69,7 @@ def copy_model(source, target, **config_changes):
 
 @pytest.fixture(scope="module")
 def bert_dir():
-    from zstc.tiny_model import cached_tiny_architecture
+    from zstc_local.tiny_model import cached_tiny_architecture
 
     return cached_tiny_architecture("bert")
 
@@ -114,7 +114,7 @@ def test_a_model_without_an_entailment_label_is_refused(handler, bert_dir, tmp_p
 
 
 def test_a_tokenizer_that_makes_inputs_the_model_does_not_take_is_refused(handler, bert_dir, tmp_path):
-    from zstc.tiny_model import cached_tiny_architecture
+    from zstc_local.tiny_model import cached_tiny_architecture
 
     # Given a DistilBERT model (no token_type_ids) packaged with a BERT tokenizer (which makes them)
     model_dir = copy_model(cached_tiny_architecture("distilbert"), tmp_path / "m")
@@ -184,6 +184,6 @@ def test_handler_and_stack_share_the_environment_names(handler):
 
 
 def test_supported_architectures_are_exactly_the_tested_ones(handler):
-    from zstc.tiny_model import ARCHITECTURES
+    from zstc_local.tiny_model import ARCHITECTURES
 
     assert sorted(handler.supported_architectures()) == sorted(ARCHITECTURES)

@@ -12,7 +12,8 @@ from http.client import IncompleteRead
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from model_importer_logic import (
+
+from functions.model_importer.logic import (
     Advice,
     HubFile,
     ImportFailure,
@@ -271,7 +272,7 @@ def test_verified_stream_resumes_at_the_byte_it_stopped():
 
 
 def test_verified_stream_gives_up_after_repeated_failures(monkeypatch):
-    monkeypatch.setattr("model_importer_logic.time.sleep", lambda _s: None)
+    monkeypatch.setattr("functions.model_importer.logic.time.sleep", lambda _s: None)
     content = b"a" * 100
     stream = VerifiedStream(hub_file("model.safetensors", content), lambda offset: FlakyResponse(b"", fail_after=0))
 

@@ -76,7 +76,7 @@ def trigger(env: Env, monkeypatch: pytest.MonkeyPatch):
         "POWERTOOLS_SERVICE_NAME": "batch-trigger",
     }.items():
         monkeypatch.setenv(name, value)
-    import batch_trigger
+    from functions.batch_trigger import handler as batch_trigger
 
     module = importlib.reload(batch_trigger)
     # Powertools shares one metric/dimension set per process: drop what other tests' instances left unflushed.
@@ -170,9 +170,9 @@ def test_the_trigger_counts_instance_type_refusals_and_moved_jobs(env, trigger, 
     # Given two configured types, and SageMaker refusing the first for its quota (0) but taking the second
     import dataclasses
 
-    from batch_trigger_logic import parse_targets
     from botocore.exceptions import ClientError
 
+    from functions.batch_trigger.logic import parse_targets
     from tests.integration.batch.batch_moto import GPU_THEN_CPU
 
     monkeypatch.setattr(trigger, "SETTINGS", dataclasses.replace(trigger.SETTINGS, targets=parse_targets(GPU_THEN_CPU)))
@@ -215,7 +215,7 @@ def outcome(env: Env, monkeypatch: pytest.MonkeyPatch):
     topic = boto3.client("sns", region_name=REGION).create_topic(Name="failures")["TopicArn"]
     monkeypatch.setenv("TOPIC_ARN", topic)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "job-outcome")
-    import job_outcome
+    from functions.job_outcome import handler as job_outcome
 
     module = importlib.reload(job_outcome)
     module.metrics.clear_metrics()  # shared per process, see the trigger fixture
@@ -224,7 +224,7 @@ def outcome(env: Env, monkeypatch: pytest.MonkeyPatch):
 
 def job_event(env: Env, status: str, outputs: dict[str, bytes]) -> dict[str, Any]:
     """A job over input/ok.jsonl and input/bad.jsonl whose outputs are ``outputs`` (relative name → body)."""
-    from batch_trigger_logic import S3Object, job_name
+    from functions.batch_trigger.logic import S3Object, job_name
 
     name = job_name(PREFIX, [S3Object(BUCKET, "input/ok.jsonl", "e"), S3Object(BUCKET, "input/bad.jsonl", "e")])
     manifest = [{"prefix": f"s3://{BUCKET}/input/"}, "ok.jsonl", "bad.jsonl"]

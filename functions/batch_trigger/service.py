@@ -28,8 +28,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from batch_contract import is_stack_job, manifest_entries, status_key
-from batch_trigger_logic import (
+from botocore.exceptions import ClientError
+
+from zstc_contract import is_stack_job, manifest_entries, status_key
+from zstc_contract.backoff import backoff_seconds
+
+from .logic import (
     CLAIMED,
     INSTANCE_REFUSED_MESSAGE,
     JOB_STARTED_MESSAGE,
@@ -39,7 +43,6 @@ from batch_trigger_logic import (
     S3Object,
     Target,
     TriggerSettings,
-    backoff_seconds,
     claim_decision,
     group_objects,
     instance_quota_answer,
@@ -55,7 +58,6 @@ from batch_trigger_logic import (
     transform_request,
     try_order,
 )
-from botocore.exceptions import ClientError
 
 
 class Deferred(Exception):

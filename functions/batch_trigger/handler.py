@@ -15,9 +15,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from batch_trigger_logic import TriggerSettings
-from batch_trigger_service import BatchTrigger, Message, delay_deferred
 from botocore.config import Config
+
+from .logic import TriggerSettings
+from .service import BatchTrigger, Message, delay_deferred
 
 SETTINGS = TriggerSettings.from_env(os.environ)  # fails the cold start with a message naming the bad variable
 

@@ -1,8 +1,8 @@
 """What the batch trigger and the job-outcome function must agree on, in one place.
 
-Shipped to both functions as a Lambda layer (``lambda/batch_common/``, mounted under ``/opt/python``): the manifest
-format (written by the trigger, read by the outcome function), job names of this stack, status-record keys and the
-parsing of the environment both functions are configured with.
+Shipped to both functions as a Lambda layer (``zstc_contract`` under ``/opt/python``, see ``stacks/code_assets.py``):
+the manifest format (written by the trigger, read by the outcome function), job names of this stack, status-record
+keys and the parsing of the environment both functions are configured with.
 """
 
 from __future__ import annotations

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
-from batch_contract import (  # the batch layer, shared with the job-outcome function
+from zstc_contract import (  # the batch layer, shared with the job-outcome function
     DIGEST_CHARS,
     SettingsError,
     encode_manifest,
     prefix_env,
     required_env,
 )
+from zstc_contract.backoff import MAX_VISIBILITY_SECONDS
 
 JOB_NAME: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # The job-name prefix is lower case: SageMaker lowercases names in resource ARNs, so the IAM policy
@@ -30,7 +31,6 @@ JOB_PREFIX: Final = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,37}$")
 MAX_JOB_PREFIX: Final = 63 - 1 - DIGEST_CHARS  # 38
 SUFFIX: Final = ".jsonl"
 GZIP_SUFFIX: Final = ".jsonl.gz"
-MAX_VISIBILITY_SECONDS: Final = 43_200  # SQS maximum (12 hours)
 
 # Claim states in the claims table.
 CLAIMED: Final = "CLAIMED"  # claimed for a job that may not have started yet
@@ -510,18 +510,3 @@ def claim_decision(claim: Claim, *, message_ids: Iterable[str], now: int, grace_
     if claim.owner in set(message_ids) or now - claim.claimed_at >= grace_seconds:
         return "resume"
     return "duplicate"
-
-
-def backoff_seconds(receive_count: int, *, base: int, maximum: int) -> int:
-    """Visibility timeout for a deferred message: base × 2^(n-1), capped (and never above SQS's 12 hours)."""
-    exponent = max(0, min(receive_count - 1, 30))
-    return int(min(base * 2**exponent, maximum, MAX_VISIBILITY_SECONDS))
-
-
-def receives_for_patience(patience_seconds: int, *, base: int, maximum: int) -> int:
-    """The ``maxReceiveCount`` that keeps a deferred message in the queue for at least ``patience_seconds``."""
-    waited, receives = 0, 0
-    while waited < patience_seconds:
-        receives += 1
-        waited += backoff_seconds(receives, base=base, maximum=maximum)
-    return max(receives + 1, 2)

@@ -3,12 +3,12 @@
 :class:`LocalPipeline` starts a moto server on 127.0.0.1 (S3, SQS, DynamoDB, SNS, KMS, SageMaker's API), creates the
 resources the stack defines for the batch path (a versioned bucket whose ``ObjectCreated`` notifications for
 ``input/`` + ``.jsonl`` go to an SQS queue with a dead-letter queue, the claims table, the alarm topic, the model),
-loads the REAL trigger and job-outcome functions from ``lambda/`` with the environment the stack gives them, and runs
+loads the REAL trigger and job-outcome functions from ``functions/`` with the environment the stack gives them, and runs
 a pump thread that does what AWS does between them:
 
 - the SQS event source mapping: receive up to 10 messages (after a short batching window), invoke the trigger with
   an SQS event, delete the messages it did not report in ``batchItemFailures``;
-- SageMaker: for every transform job created in moto, run it with :class:`~zstc.local_runner.LocalTransformRunner`
+- SageMaker: for every transform job created in moto, run it with :class:`~zstc_local.runner.LocalTransformRunner`
   against the model server, then invoke the job-outcome function with the "Transform Job State Change" event.
 
 Inside, ``os.environ`` points boto3 at the moto server (``AWS_ENDPOINT_URL``, fake credentials); it is restored on
@@ -36,11 +36,11 @@ from typing import Any
 
 import boto3
 
-from zstc.local_runner import Invoke, JobOutcome, LocalTransformRunner, state_change_event
 from zstc.stack import StackOutputs
+from zstc_local.runner import Invoke, JobOutcome, LocalTransformRunner, state_change_event
 
 REPO = Path(__file__).resolve().parents[1]
-LAMBDA_DIR = REPO / "lambda"
+LAMBDA_DIR = REPO / "functions"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 LOCAL_INSTANCE_TYPE = "ml.m5.xlarge"  # what the emulated jobs report (the stack's default batch instance type)
@@ -91,7 +91,7 @@ class PipelineStats:
 
 def _load(path: Path, name: str) -> ModuleType:
     """A fresh copy of a function's entry module (its settings and clients are read at import)."""
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(f"functions.{path.parent.name}.{name}", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
@@ -335,8 +335,7 @@ class LocalPipeline:
 
     def _load_functions(self) -> None:
         # The functions' folders and the batch layer (mounted at /opt/python in Lambda).
-        for folder in ("batch_common/python", "batch_trigger", "job_outcome"):
-            path = str(LAMBDA_DIR / folder)
+        for path in (str(REPO),):
             if path not in sys.path:
                 sys.path.append(path)
         os.environ.update(self._function_env())
@@ -344,9 +343,9 @@ class LocalPipeline:
         # service names of their own (a Logger reuses the handler of an earlier one with the same name).
         with contextlib.redirect_stdout(self._log):
             os.environ["POWERTOOLS_SERVICE_NAME"] = f"batch-trigger-local-{self.instance}"
-            self.trigger = _load(LAMBDA_DIR / "batch_trigger" / "batch_trigger.py", f"_zstc_trigger_{self.instance}")
+            self.trigger = _load(LAMBDA_DIR / "batch_trigger" / "handler.py", f"_zstc_trigger_{self.instance}")
             os.environ["POWERTOOLS_SERVICE_NAME"] = f"job-outcome-local-{self.instance}"
-            self.outcome = _load(LAMBDA_DIR / "job_outcome" / "job_outcome.py", f"_zstc_outcome_{self.instance}")
+            self.outcome = _load(LAMBDA_DIR / "job_outcome" / "handler.py", f"_zstc_outcome_{self.instance}")
 
     # --- what AWS does between them ----------------------------------------------------------------------------
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from batch_contract import is_stack_job, manifest_entries
 from botocore.exceptions import ClientError
-from job_outcome_logic import (
+
+from zstc_contract import is_stack_job, manifest_entries
+
+from .logic import (
     TERMINAL,
     FileOutcome,
     JobEvent,

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from batch_contract import (  # the batch layer, shared with the trigger
+from zstc_contract import (  # the batch layer, shared with the trigger
     SettingsError,
     prefix_env,
     required_env,

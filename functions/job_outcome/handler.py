@@ -11,8 +11,9 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from botocore.config import Config
-from job_outcome_logic import OutcomeSettings
-from job_outcome_service import JobOutcome
+
+from .logic import OutcomeSettings
+from .service import JobOutcome
 
 SETTINGS = OutcomeSettings.from_env(os.environ)
 

@@ -36,12 +36,12 @@ def run_demo(
     timeout: float = 300,
 ) -> None:
     from zstc.cli import _report_problems, follow
-    from zstc.inprocess import resolve_model
-    from zstc.local_pipeline import REGION, LocalPipeline
-    from zstc.local_runner import http_invoker
-    from zstc.local_serving import LocalServer
     from zstc.stack import find_stack
     from zstc.submit import new_state, upload
+    from zstc_local.inprocess import resolve_model
+    from zstc_local.pipeline import REGION, LocalPipeline
+    from zstc_local.runner import http_invoker
+    from zstc_local.serving import LocalServer
 
     started = time.monotonic()
     path = input_file or DEFAULT_INPUT
@@ -105,8 +105,8 @@ def run_demo(
 
 
 def _show_path(out: Console, pipeline: object, stack: object, key: str, s3: object) -> None:
-    from zstc.local_pipeline import LocalPipeline
     from zstc.stack import StackOutputs
+    from zstc_local.pipeline import LocalPipeline
 
     assert isinstance(pipeline, LocalPipeline) and isinstance(stack, StackOutputs)
     stats = pipeline.stats

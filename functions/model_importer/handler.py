@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import boto3
-from model_importer_logic import (
+
+from .logic import (
     DEFAULT_HUB,
     HubClient,
     ImportFailure,

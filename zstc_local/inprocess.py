@@ -22,7 +22,7 @@ TINY = "tiny"
 def resolve_model(model: str) -> Path:
     """``tiny`` builds (once, cached) the tiny random-weight model; anything else is a local model directory."""
     if model == TINY:
-        from zstc.tiny_model import cached_tiny_model
+        from zstc_local.tiny_model import cached_tiny_model
 
         return Path(cached_tiny_model())
     path = Path(model).expanduser()

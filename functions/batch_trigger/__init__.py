@@ -1,0 +1,1 @@
+"""batch_trigger Lambda function: handler (entry point) → service (AWS calls) → logic (pure)."""

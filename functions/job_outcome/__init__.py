@@ -1,0 +1,1 @@
+"""job_outcome Lambda function: handler (entry point) → service (AWS calls) → logic (pure)."""

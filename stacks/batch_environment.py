@@ -1,0 +1,113 @@
+"""The one declaration of the batch functions' environment.
+
+``stacks/batch.py`` calls these functions with the deployed resources' names (CloudFormation tokens); the offline
+emulation (``zstc_local``) calls them with the emulated resources' names. Both therefore run the trigger and the
+job-outcome function with exactly the same variables, derived from the same ``Settings`` (cdk.json context).
+Plain Python (no constructs): the values may be tokens, passed through as strings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from stacks.config import Settings
+from stacks.storage import PREFIXES
+from zstc_contract.backoff import backoff_max_seconds
+
+METRICS_NAMESPACE: Final = "ZeroShotClassification"
+TRIGGER_TIMEOUT_SECONDS: Final = 120
+OUTCOME_TIMEOUT_SECONDS: Final = 300
+BACKOFF_BASE_SECONDS: Final = 60
+# Each S3 event names one object; with a window, one Lambda batch (≤ 1,000 files) becomes one job.
+BATCH_SIZE_WITH_WINDOW: Final = 1000
+BATCH_SIZE_WITHOUT_WINDOW: Final = 10
+# How long the trigger skips an instance type after SageMaker answered that its quota is too small for a job.
+QUOTA_REFUSAL_TTL_SECONDS: Final = 6 * 3600
+TRIGGER_SERVICE: Final = "batch-trigger"
+OUTCOME_SERVICE: Final = "job-outcome"
+
+
+@dataclass(frozen=True)
+class BatchResources:
+    """The names of the resources the batch functions use (deployed: tokens; emulated: real names)."""
+
+    bucket_name: str
+    claims_table_name: str
+    queue_url: str
+    topic_arn: str
+    key_arn: str
+    job_name_prefix: str
+
+
+@dataclass(frozen=True)
+class TargetDecision:
+    """What synthesis decided for one instance type batch jobs may run on (most preferred first)."""
+
+    instance_type: str
+    model_name: str
+    volume_kms_key: str | None  # None on NVMe instance types, which SageMaker rejects a volume key for
+
+
+def _common(settings: Settings, resources: BatchResources, service: str) -> dict[str, str]:
+    return {
+        "BUCKET_NAME": resources.bucket_name,
+        "INPUT_PREFIX": PREFIXES.input,
+        "OUTPUT_PREFIX": PREFIXES.output,
+        "ERRORS_PREFIX": PREFIXES.errors,
+        "MANIFEST_PREFIX": PREFIXES.manifests,
+        "JOB_NAME_PREFIX": resources.job_name_prefix,
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "POWERTOOLS_SERVICE_NAME": service,
+    }
+
+
+def trigger_environment(
+    settings: Settings,
+    resources: BatchResources,
+    targets: Sequence[TargetDecision],
+    *,
+    encode_json: Callable[[Any], str] = json.dumps,
+) -> dict[str, str]:
+    """The trigger function's environment. ``encode_json``: ``Stack.to_json_string`` where values are tokens."""
+    patience = settings.batch_patience_hours * 3600
+    return {
+        **_common(settings, resources, TRIGGER_SERVICE),
+        "CLAIMS_TABLE": resources.claims_table_name,
+        "QUEUE_URL": resources.queue_url,
+        # The trigger's choices, decided at synthesis: per instance type (most preferred first) the model of its
+        # container family and the volume key (none on NVMe types, which SageMaker rejects it for).
+        "BATCH_TARGETS": encode_json(
+            [
+                {"instance_type": t.instance_type, "model_name": t.model_name, "volume_kms_key": t.volume_kms_key}
+                for t in targets
+            ]
+        ),
+        "QUOTA_REFUSAL_TTL_SECONDS": str(QUOTA_REFUSAL_TTL_SECONDS),
+        "INSTANCE_COUNT": str(settings.batch_instance_count),
+        "MAX_CONCURRENT_JOBS": str(settings.batch_max_concurrent_jobs),
+        "MAX_PAYLOAD_MB": str(settings.batch_max_payload_mb),
+        # One request at a time per instance: the model server runs one worker per GPU (one on CPU) that batches
+        # the (text, label) pairs of a request itself; 1 × payload ≤ 100 always holds.
+        "MAX_CONCURRENT_TRANSFORMS": "1",
+        "MODEL_TIMEOUT_SECONDS": str(settings.batch_model_timeout_seconds),
+        "MODEL_RETRIES": str(settings.batch_model_retries),
+        "KMS_KEY_ARN": resources.key_arn,
+        "BATCH_WINDOW_SECONDS": str(settings.batch_window_seconds),
+        "MAX_FILES_PER_JOB": str(BATCH_SIZE_WITH_WINDOW),
+        "CLAIM_TTL_SECONDS": str(patience + 7 * 86_400),
+        "CLAIM_GRACE_SECONDS": str(TRIGGER_TIMEOUT_SECONDS + 60),
+        "BACKOFF_BASE_SECONDS": str(BACKOFF_BASE_SECONDS),
+        "BACKOFF_MAX_SECONDS": str(backoff_max_seconds(patience)),
+        # model_source=hub serves the toolkit's stock handler, which takes one application/json record per request
+        # (see docs/handler.md).
+        "BATCH_STRATEGY": "SingleRecord" if settings.model_source == "hub" else "MultiRecord",
+    }
+
+
+def outcome_environment(settings: Settings, resources: BatchResources) -> dict[str, str]:
+    """The job-outcome function's environment."""
+    return {**_common(settings, resources, OUTCOME_SERVICE), "TOPIC_ARN": resources.topic_arn}
