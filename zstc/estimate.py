@@ -33,10 +33,10 @@ from rich.table import Table
 from zstc import inputs
 from zstc.errors import InputError, ZstcError
 from zstc.models import DATA_DIR, REPO, THROUGHPUT_FILE, find_model
+from zstc_contract.rates import ACCELERATORS, DEFAULT_SHAPE, Rate, select_rate
 
 PRICES_FILE: Final = DATA_DIR / "prices.json"
 CDK_JSON: Final = REPO / "cdk.json"
-DEFAULT_SHAPE: Final = "bart-large"  # the default model's shape (used when the catalogue does not know a model)
 DEFAULT_TEMPLATE: Final = "This example is {}."  # the handler's default hypothesis
 DEFAULT_PRICE_REGION: Final = "us-east-1"
 TABLE_LABELS: Final = 10  # the README table's records have 10 labels (as the benchmark's tweets)
@@ -59,8 +59,6 @@ TOKEN_RATIO: Final[dict[str, Any]] = {
     "caveat": "a real model's tokenizer (50,265 tokens for bart-large) splits fewer words; other languages and "
     "scripts (e.g. Japanese without spaces) are not covered by this ratio",
 }
-# Accelerator of each GPU family, as throughput.json names hardware; CPU families are "cpu".
-ACCELERATORS: Final = {"g4dn": "t4", "g5": "a10g", "g6": "l4", "g6e": "l40s", "p3": "v100", "p4d": "a100"}
 
 
 def _app_modules() -> None:
@@ -138,16 +136,6 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-@dataclass(frozen=True)
-class Rate:
-    """The handler's pair rate on one instance type, at ``tokens_per_pair`` tokens per pair."""
-
-    pairs_per_second: float
-    tokens_per_pair: float
-    source: str  # measured | published | estimated
-    basis: str  # where the figure comes from, in words
-
-
 def _cores(instance_type: str) -> int:
     _app_modules()
     from stacks.serving_env import vcpus
@@ -155,50 +143,12 @@ def _cores(instance_type: str) -> int:
     return max(1, vcpus(instance_type) // 2)
 
 
-_SOURCE_ORDER: Final = {"measured": 0, "published": 1, "estimated": 2}
-
-
 def instance_rate(instance_type: str, shape: str, entries: Sequence[dict[str, Any]]) -> Rate | None:
-    """The best-founded pair rate of ``shape`` on ``instance_type`` (measured before published before estimated)."""
-    family = instance_type.split(".")[1]
-    hardware = ACCELERATORS.get(family, "cpu")
+    """The best-founded pair rate of ``shape`` on ``instance_type`` (the one lookup: zstc_contract.rates)."""
     _app_modules()
     from stacks.config import is_gpu
 
-    if is_gpu(instance_type) and family not in ACCELERATORS:
-        return None
-    rows = [
-        e
-        for e in entries
-        if e.get("shape") == shape and e.get("hardware") == hardware and e.get("handler", "zstc") == "zstc"
-    ]
-    if hardware == "cpu":
-        rows = [e for e in rows if e.get("dtype") == "float32"]
-    if not rows:
-        return None
-    row = min(rows, key=lambda e: (_SOURCE_ORDER.get(str(e.get("source")), 9), _negated_date(e)))
-    rate = float(row["pairs_per_second"])
-    tokens = float(row.get("tokens_per_pair") or 40.0)
-    source = str(row.get("source", "estimated"))
-    basis = f"{source} {row.get('date', '?')} on {row.get('machine') or '?'}"
-    if row.get("reference"):
-        basis += f"; from {row['reference']}"
-    if row.get("basis"):
-        basis += f"; {row['basis']}"
-    if hardware == "cpu":
-        measured_cores = int(row.get("cores") or 2)
-        cores = _cores(instance_type)
-        if cores != measured_cores:
-            rate *= cores / measured_cores
-            source = "estimated"
-            basis += f"; scaled ×{cores}/{measured_cores} by physical cores (estimated)"
-        basis += "; measured on that machine, not on a SageMaker instance: CPU generations differ"
-    return Rate(pairs_per_second=rate, tokens_per_pair=tokens, source=source, basis=basis)
-
-
-def _negated_date(entry: dict[str, Any]) -> tuple[int, ...]:
-    digits = [int(p) for p in str(entry.get("date", "0")).split("-") if p.isdigit()]
-    return tuple(-d for d in digits)
+    return select_rate(instance_type, shape, entries, physical_cores=_cores, is_gpu=is_gpu)
 
 
 @dataclass(frozen=True)

@@ -119,3 +119,21 @@ def test_long_texts_weigh_more_than_the_rate_tables_pairs():
     assert record_weighted_pairs(short, tokens_per_pair=36.0) == 2
     assert record_weighted_pairs(long, tokens_per_pair=36.0) == pytest.approx(2 * (2000 / 4 + 0.25 + 6) / 36, rel=0.01)
     assert record_weighted_pairs(["not", "an object"], tokens_per_pair=36.0) == 0
+
+
+def test_synthesis_decides_each_instance_types_rate_from_the_one_table():
+    from stacks.config import Settings
+    from stacks.pair_rates import batch_rate
+    from zstc_contract.rates import read_entries
+
+    settings = Settings()
+    cpu = batch_rate(settings, "ml.m5.xlarge")  # 4 vCPUs = 2 physical cores, as measured
+    assert cpu is not None and cpu.source == "measured"
+    measured = next(
+        e for e in read_entries() if e["shape"] == "bart-large" and e["hardware"] == "cpu" and e["source"] == "measured"
+    )
+    assert cpu.pairs_per_second == measured["pairs_per_second"]
+    bigger = batch_rate(settings, "ml.c5.4xlarge")  # 8 physical cores: scaled, so marked estimated
+    assert bigger is not None and bigger.source == "estimated"
+    assert bigger.pairs_per_second == 4 * cpu.pairs_per_second
+    assert batch_rate(settings, "ml.g5.xlarge") is None  # no A10G figure in the table: not guessed
