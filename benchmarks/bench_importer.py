@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from functions.model_importer.logic import HubClient, ImportRequest, import_model  # noqa: E402
+from functions.model_importer.logic import ImportRequest  # noqa: E402
+from functions.model_importer.service import HubClient, import_model  # noqa: E402
 from zstc.models import supported_model_types  # noqa: E402
 from zstc_local.tiny_model import cached_tiny_model  # noqa: E402
 

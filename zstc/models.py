@@ -8,8 +8,8 @@ One place for each fact:
   BENCH_ARGS=--write`` updates it); the relative cost of a model is computed from it, never stored;
 - ``model/code/supported_architectures.json``: the architectures the handler supports (the handler's list);
 - the checks a revision must pass before it is deployed: the model importer's ``check_revision``
-  (``functions/model_importer/logic.py``), which ``zstc models pin`` runs on the user's machine, so a
-  model the importer would refuse at deploy time is refused here first, with the same message.
+  (``functions/model_importer/service.py``, its rules in ``logic.py``), which ``zstc models pin`` runs on the user's
+  machine, so a model the importer would refuse at deploy time is refused here first, with the same message.
 """
 
 from __future__ import annotations
@@ -277,16 +277,17 @@ def throughput_markdown(entries: Sequence[Throughput] | None = None) -> str:
 # --- pinning a revision -------------------------------------------------------------------------------------------
 
 
-def importer_logic() -> ModuleType:
-    """The model importer's pure logic (standard library only), imported from the repository checkout."""
+def importer() -> tuple[ModuleType, ModuleType]:
+    """The model importer's rules (``logic``) and its Hub client (``service``), both standard library only,
+    imported from the repository checkout."""
     try:
-        from functions.model_importer import logic
+        from functions.model_importer import logic, service
     except ImportError as error:
         raise ZstcError(
             f"the model importer's code (functions/model_importer/) cannot be imported ({error}): `zstc models pin` "
             "runs the importer's own checks, from a checkout of the repository after `make install`"
         ) from error
-    return logic
+    return logic, service
 
 
 @dataclass(frozen=True)
@@ -325,7 +326,7 @@ def pin(
     endpoint: str | None = None,
 ) -> Pinned:
     """Resolve ``revision`` of ``model_id`` to a commit on the Hub and run the importer's checks on it."""
-    logic = importer_logic()
+    logic, service = importer()
     if not logic.MODEL_ID.match(model_id):
         raise InputError(f"Invalid model id {model_id!r}: expected owner/name, e.g. facebook/bart-large-mnli.")
     if not revision.strip():
@@ -338,13 +339,13 @@ def pin(
                 f"Environment variable {token_env} is not set or empty: export your Hugging Face token in it "
                 f"(export {token_env}=hf_…) or leave out --token-env for public models."
             )
-    hub = logic.HubClient(
+    hub = service.HubClient(
         endpoint or os.environ.get(HF_ENDPOINT_VARIABLE) or logic.DEFAULT_HUB,
         token=token,
         advice=_advice(logic, token_env),
     )
     try:
-        checked = logic.check_revision(hub, model_id, revision, supported_model_types=supported_model_types())
+        checked = service.check_revision(hub, model_id, revision, supported_model_types=supported_model_types())
     except logic.HubUnreachable as failure:
         raise ZstcError(f"{failure}.") from None
     except logic.ImportFailure as failure:

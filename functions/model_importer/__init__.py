@@ -1,1 +1,1 @@
-"""model_importer Lambda function: handler (entry point) → service (AWS calls) → logic (pure)."""
+"""model_importer Lambda function: handler (entry point) → service (the Hub, S3) → logic (pure)."""

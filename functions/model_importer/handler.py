@@ -30,17 +30,8 @@ from typing import Any, Final
 
 import boto3
 
-from .logic import (
-    DEFAULT_HUB,
-    HubClient,
-    ImportFailure,
-    ImportRequest,
-    OutOfTime,
-    delete_artifact,
-    import_model,
-    read_code_zip,
-    token_from_secret,
-)
+from .logic import DEFAULT_HUB, ImportFailure, ImportRequest, OutOfTime, read_code_zip, token_from_secret
+from .service import HubClient, delete_artifact, import_model
 
 logger = logging.getLogger()
 logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))

@@ -9,7 +9,8 @@ import urllib.request
 
 import pytest
 
-from functions.model_importer.logic import HubClient, ImportRequest, import_model
+from functions.model_importer.logic import ImportRequest
+from functions.model_importer.service import HubClient, import_model
 from zstc_local.serving import LocalServer
 
 

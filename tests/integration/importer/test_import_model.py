@@ -1,4 +1,4 @@
-"""The importer's logic end to end: fake Hub on 127.0.0.1 -> tar.gz stream -> moto S3."""
+"""The importer end to end: fake Hub on 127.0.0.1 -> tar.gz stream -> moto S3."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import tarfile
 
 import pytest
 
-from functions.model_importer.logic import HubClient, ImportFailure, ImportRequest, OutOfTime, import_model
+from functions.model_importer.logic import ImportFailure, ImportRequest, OutOfTime
+from functions.model_importer.service import HubClient, import_model
 
 EXPECTED_MEMBERS = {
     "config.json",

@@ -1,13 +1,11 @@
-"""The importer's pure logic: file selection, NLI check, hashing, verification, multipart writing, messages."""
+"""The importer's pure rules: file selection, NLI and architecture checks, hashing, locations, messages."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import urllib.request
 import zipfile
-from http.client import IncompleteRead
 
 import pytest
 from hypothesis import given
@@ -17,16 +15,20 @@ from functions.model_importer.logic import (
     Advice,
     HubFile,
     ImportFailure,
-    MultipartWriter,
-    VerifiedStream,
-    _SameOriginAuthRedirects,
+    ImportRequest,
     artifact_key,
+    artifact_metadata,
     check_architecture,
+    check_download,
     check_nli_config,
+    check_request,
+    check_resolved_commit,
     check_tokenizer_files,
     code_hash,
-    delete_artifact,
     hub_error_message,
+    metadata_matches,
+    new_digest,
+    owned_artifact_key,
     parse_revision_info,
     read_code_zip,
     select_files,
@@ -214,137 +216,61 @@ def test_code_zip_drops_caches_and_requires_inference_py():
         read_code_zip(empty.getvalue())
 
 
-# --- VerifiedStream -------------------------------------------------------------------------------------------------
+# --- the request, the download's checks, the artifact's metadata and ownership -------------------------------------
 
 
-class FlakyResponse(io.BytesIO):
-    """Serves ``data`` from ``offset``; raises IncompleteRead after ``fail_after`` bytes (once per instance)."""
+def request(**changes: str) -> ImportRequest:
+    fields = {"model_id": MODEL, "revision": REV, "bucket": "bucket", "prefix": "models/", **changes}
+    return ImportRequest(code_files={"inference.py": b"code"}, supported_model_types=("bart",), **fields)
 
-    def __init__(self, data: bytes, fail_after: int | None = None) -> None:
-        super().__init__(data)
-        self.fail_after = fail_after
 
-    def read(self, size: int = -1) -> bytes:
-        if self.fail_after is not None and self.tell() >= self.fail_after:
-            raise IncompleteRead(b"")
-        if self.fail_after is not None:
-            size = min(size, self.fail_after - self.tell())
-        return super().read(size)
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model_id": "acme/nli/extra"}, "Invalid model_id 'acme/nli/extra': expected e.g. facebook/bart-large-mnli"),
+        ({"revision": "main"}, "Invalid model_revision 'main': expected e.g. d7645e127eaf1aefc7862fd59a17a5aa8558b8ce"),
+        ({"revision": REV[:12]}, f"Invalid model_revision '{REV[:12]}'"),
+    ],
+)
+def test_a_malformed_model_id_or_revision_is_refused(changes, message):
+    with pytest.raises(ImportFailure, match=message):
+        check_request(request(**changes))
+
+
+def test_a_well_formed_request_passes():
+    check_request(request())
+
+
+def test_the_revision_must_resolve_to_itself():
+    check_resolved_commit(request(), REV)
+
+    with pytest.raises(ImportFailure, match=f"resolved revision {REV} of '{MODEL}' to commit {'b' * 40}"):
+        check_resolved_commit(request(), "b" * 40)
 
 
 @pytest.mark.parametrize("lfs", [True, False])
-def test_verified_stream_accepts_matching_content(lfs):
-    content = b"weights" * 1000
-    stream = VerifiedStream(
-        hub_file("model.safetensors", content, lfs=lfs), lambda offset: io.BytesIO(content[offset:])
-    )
+def test_a_download_checks_against_the_hubs_digest(lfs):
+    content = b"weights" * 100
+    file = hub_file("model.safetensors", content, lfs=lfs)
+    digest = new_digest(file)
+    digest.update(content)
 
-    assert stream.read(len(content) + 10) == content
-    stream.verify(MODEL)
+    check_download(file, MODEL, received=len(content), digest=digest.hexdigest())
 
-
-@pytest.mark.parametrize("lfs", [True, False])
-def test_verified_stream_rejects_altered_content(lfs):
-    content = b"weights" * 1000
-    altered = content[:-1] + b"X"
-    stream = VerifiedStream(
-        hub_file("model.safetensors", content, lfs=lfs), lambda offset: io.BytesIO(altered[offset:])
-    )
-    stream.read()
-
-    with pytest.raises(ImportFailure, match="Checksum mismatch"):
-        stream.verify(MODEL)
+    kind = "SHA-256" if lfs else "Git blob id"
+    with pytest.raises(ImportFailure, match=f"Checksum mismatch for 'model.safetensors' of model '{MODEL}': {kind}"):
+        check_download(file, MODEL, received=len(content), digest="0" * 64)
+    with pytest.raises(ImportFailure, match=f"ended after 5 of {len(content)} bytes"):
+        check_download(file, MODEL, received=5, digest=digest.hexdigest())
 
 
-def test_verified_stream_resumes_at_the_byte_it_stopped():
-    content = bytes(range(256)) * 40
-    offsets: list[int] = []
+def test_an_artifact_is_reused_only_for_the_same_model_revision_and_code():
+    written = artifact_metadata(request())
 
-    def opener(offset: int) -> FlakyResponse:
-        offsets.append(offset)
-        return FlakyResponse(content[offset:], fail_after=3000 if offset == 0 else None)
-
-    stream = VerifiedStream(hub_file("model.safetensors", content), opener)
-
-    assert stream.read(len(content)) == content  # one read: exactly the bytes asked for, despite the break
-    stream.verify(MODEL)
-    assert offsets == [0, 3000]
-
-
-def test_verified_stream_gives_up_after_repeated_failures(monkeypatch):
-    monkeypatch.setattr("functions.model_importer.logic.time.sleep", lambda _s: None)
-    content = b"a" * 100
-    stream = VerifiedStream(hub_file("model.safetensors", content), lambda offset: FlakyResponse(b"", fail_after=0))
-
-    with pytest.raises(ImportFailure, match="failed 4 times at byte 0 of 100"):
-        stream.read()
-
-
-def test_verified_stream_detects_a_short_file():
-    content = b"a" * 100
-    stream = VerifiedStream(hub_file("model.safetensors", content), lambda offset: io.BytesIO(b"a" * 50))
-    stream.done = 50  # as if the server had closed cleanly without sending the rest
-
-    with pytest.raises(ImportFailure, match="ended after 50 of 100 bytes"):
-        stream.verify(MODEL)
-
-
-# --- MultipartWriter ------------------------------------------------------------------------------------------------
-
-
-class RecordingS3:
-    def __init__(self) -> None:
-        self.parts: dict[int, bytes] = {}
-        self.completed: list[dict] | None = None
-        self.aborted = False
-        self.deleted: list[str] = []
-
-    def create_multipart_upload(self, **kwargs):
-        self.created = kwargs
-        return {"UploadId": "u1"}
-
-    def upload_part(self, *, PartNumber, Body, **_):
-        self.parts[PartNumber] = Body
-        return {"ETag": f'"{PartNumber}"', "ChecksumCRC32": f"crc{PartNumber}"}
-
-    def complete_multipart_upload(self, *, MultipartUpload, **_):
-        self.completed = MultipartUpload["Parts"]
-        return {}
-
-    def abort_multipart_upload(self, **_):
-        self.aborted = True
-
-    def delete_object(self, *, Key, **_):
-        self.deleted.append(Key)
-
-
-def test_writer_cuts_fixed_size_parts_and_completes_with_their_checksums():
-    s3 = RecordingS3()
-    writer = MultipartWriter(s3, "b", "k", part_size=10, extra_args={"Metadata": {"a": "b"}})
-    data = bytes(range(25))
-
-    for i in range(0, 25, 3):
-        writer.write(data[i : i + 3])
-    writer.complete()
-
-    assert [s3.parts[n] for n in sorted(s3.parts)] == [data[:10], data[10:20], data[20:]]
-    assert s3.completed == [{"PartNumber": n, "ETag": f'"{n}"', "ChecksumCRC32": f"crc{n}"} for n in (1, 2, 3)]
-    assert writer.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert s3.created["Metadata"] == {"a": "b"}
-
-
-def test_writer_abort_discards_the_upload():
-    s3 = RecordingS3()
-    writer = MultipartWriter(s3, "b", "k", part_size=10)
-    writer.write(b"x" * 15)
-
-    writer.abort()
-
-    assert s3.aborted is True
-    assert s3.completed is None
-
-
-# --- delete_artifact ------------------------------------------------------------------------------------------------
+    assert metadata_matches(written, request())
+    assert not metadata_matches(written, request(revision="c" * 40))
+    assert not metadata_matches({**written, "zstc-code-hash": "0" * 16}, request())
+    assert not metadata_matches({}, request())
 
 
 @pytest.mark.parametrize(
@@ -353,21 +279,18 @@ def test_writer_abort_discards_the_upload():
         "failed-create:2026/11/01/[$LATEST]abc",
         "s3://other-bucket/models/a/b/c/model.tar.gz",
         "s3://bucket/input/a.jsonl",
+        "s3://bucket/models/a/b/c/manifest.json",
         "s3://bucket/models/../input/model.tar.gz",
     ],
 )
-def test_delete_leaves_anything_not_ours_alone(url):
-    s3 = RecordingS3()
-
-    assert delete_artifact(s3, bucket="bucket", prefix="models/", url=url) is False
-    assert s3.deleted == []
+def test_only_artifacts_under_the_prefix_of_the_bucket_are_ours(url):
+    assert owned_artifact_key(url, bucket="bucket", prefix="models/") is None
 
 
-def test_delete_removes_the_artifact_and_its_manifest():
-    s3 = RecordingS3()
+def test_an_artifact_of_ours_gives_its_key():
+    url = "s3://bucket/models/m/r/c/model.tar.gz"
 
-    assert delete_artifact(s3, bucket="bucket", prefix="models/", url="s3://bucket/models/m/r/c/model.tar.gz")
-    assert s3.deleted == ["models/m/r/c/model.tar.gz", "models/m/r/c/manifest.json"]
+    assert owned_artifact_key(url, bucket="bucket", prefix="models/") == "models/m/r/c/model.tar.gz"
 
 
 # --- messages and secrets -------------------------------------------------------------------------------------------
@@ -451,35 +374,6 @@ def test_an_unsupported_architecture_names_the_supported_ones(config, shown):
 def test_an_empty_supported_list_refuses_everything():
     with pytest.raises(ImportFailure, match="No supported architectures"):
         check_architecture(MODEL, REV, {"model_type": "bart"}, [])
-
-
-# --- the token on redirects (issue 13 item 5) -----------------------------------------------------------------------
-
-
-def redirected(hub_url: str, target: str) -> urllib.request.Request:
-    request = urllib.request.Request(f"{hub_url}/acme/nli/resolve/{REV}/config.json")
-    request.add_header("Authorization", "Bearer hf_secret")
-    new = _SameOriginAuthRedirects(hub_url).redirect_request(request, None, 302, "Found", {}, target)
-    assert new is not None
-    return new
-
-
-@pytest.mark.parametrize(
-    "target",
-    [
-        "http://huggingface.co/acme/nli/resolve/main/config.json",  # https -> http, same host: clear text
-        "https://cdn-lfs.huggingface.co/repos/ab/cd/file?X-Amz-Signature=1",  # another host
-        "https://huggingface.co:8443/acme/nli/config.json",  # another port
-    ],
-)
-def test_the_token_is_dropped_on_any_scheme_host_or_port_change(target):
-    assert not redirected("https://huggingface.co", target).has_header("Authorization")
-
-
-def test_the_token_is_kept_on_the_hubs_own_origin_whatever_the_case():
-    new = redirected("https://huggingface.co", "https://HuggingFace.co/api/resolve-cache/x")
-
-    assert new.get_header("Authorization") == "Bearer hf_secret"
 
 
 def test_cli_advice_replaces_the_deployment_hints():
