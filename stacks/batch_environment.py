@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from stacks.config import Settings
-from stacks.storage import PREFIXES
 from zstc_contract.backoff import backoff_max_seconds
+from zstc_contract.layout import PREFIXES
+from zstc_contract.settings import Env, Target
 
 METRICS_NAMESPACE: Final = "ZeroShotClassification"
 TRIGGER_TIMEOUT_SECONDS: Final = 120
@@ -42,26 +43,22 @@ class BatchResources:
     job_name_prefix: str
 
 
-@dataclass(frozen=True)
-class TargetDecision:
-    """What synthesis decided for one instance type batch jobs may run on (most preferred first)."""
-
-    instance_type: str
-    model_name: str
-    volume_kms_key: str | None  # None on NVMe instance types, which SageMaker rejects a volume key for
+# What synthesis decided for one instance type batch jobs may run on (most preferred first): the trigger reads the
+# same type back from BATCH_TARGETS, so the decision and its encoding are declared once, in the contract.
+TargetDecision = Target
 
 
 def _common(settings: Settings, resources: BatchResources, service: str) -> dict[str, str]:
     return {
-        "BUCKET_NAME": resources.bucket_name,
-        "INPUT_PREFIX": PREFIXES.input,
-        "OUTPUT_PREFIX": PREFIXES.output,
-        "ERRORS_PREFIX": PREFIXES.errors,
-        "MANIFEST_PREFIX": PREFIXES.manifests,
-        "JOB_NAME_PREFIX": resources.job_name_prefix,
-        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-        "POWERTOOLS_SERVICE_NAME": service,
+        Env.BUCKET_NAME: resources.bucket_name,
+        Env.INPUT_PREFIX: PREFIXES.input,
+        Env.OUTPUT_PREFIX: PREFIXES.output,
+        Env.ERRORS_PREFIX: PREFIXES.errors,
+        Env.MANIFEST_PREFIX: PREFIXES.manifests,
+        Env.JOB_NAME_PREFIX: resources.job_name_prefix,
+        Env.METRICS_NAMESPACE: METRICS_NAMESPACE,
+        Env.LOG_LEVEL: "INFO",
+        Env.SERVICE_NAME: service,
     }
 
 
@@ -76,38 +73,33 @@ def trigger_environment(
     patience = settings.batch_patience_hours * 3600
     return {
         **_common(settings, resources, TRIGGER_SERVICE),
-        "CLAIMS_TABLE": resources.claims_table_name,
-        "QUEUE_URL": resources.queue_url,
+        Env.CLAIMS_TABLE: resources.claims_table_name,
+        Env.QUEUE_URL: resources.queue_url,
         # The trigger's choices, decided at synthesis: per instance type (most preferred first) the model of its
         # container family and the volume key (none on NVMe types, which SageMaker rejects it for).
-        "BATCH_TARGETS": encode_json(
-            [
-                {"instance_type": t.instance_type, "model_name": t.model_name, "volume_kms_key": t.volume_kms_key}
-                for t in targets
-            ]
-        ),
-        "QUOTA_REFUSAL_TTL_SECONDS": str(QUOTA_REFUSAL_TTL_SECONDS),
-        "INSTANCE_COUNT": str(settings.batch_instance_count),
-        "MAX_CONCURRENT_JOBS": str(settings.batch_max_concurrent_jobs),
-        "MAX_PAYLOAD_MB": str(settings.batch_max_payload_mb),
+        Env.BATCH_TARGETS: encode_json([t.to_json() for t in targets]),
+        Env.QUOTA_REFUSAL_TTL_SECONDS: str(QUOTA_REFUSAL_TTL_SECONDS),
+        Env.INSTANCE_COUNT: str(settings.batch_instance_count),
+        Env.MAX_CONCURRENT_JOBS: str(settings.batch_max_concurrent_jobs),
+        Env.MAX_PAYLOAD_MB: str(settings.batch_max_payload_mb),
         # One request at a time per instance: the model server runs one worker per GPU (one on CPU) that batches
         # the (text, label) pairs of a request itself; 1 × payload ≤ 100 always holds.
-        "MAX_CONCURRENT_TRANSFORMS": "1",
-        "MODEL_TIMEOUT_SECONDS": str(settings.batch_model_timeout_seconds),
-        "MODEL_RETRIES": str(settings.batch_model_retries),
-        "KMS_KEY_ARN": resources.key_arn,
-        "BATCH_WINDOW_SECONDS": str(settings.batch_window_seconds),
-        "MAX_FILES_PER_JOB": str(BATCH_SIZE_WITH_WINDOW),
-        "CLAIM_TTL_SECONDS": str(patience + 7 * 86_400),
-        "CLAIM_GRACE_SECONDS": str(TRIGGER_TIMEOUT_SECONDS + 60),
-        "BACKOFF_BASE_SECONDS": str(BACKOFF_BASE_SECONDS),
-        "BACKOFF_MAX_SECONDS": str(backoff_max_seconds(patience)),
+        Env.MAX_CONCURRENT_TRANSFORMS: "1",
+        Env.MODEL_TIMEOUT_SECONDS: str(settings.batch_model_timeout_seconds),
+        Env.MODEL_RETRIES: str(settings.batch_model_retries),
+        Env.KMS_KEY_ARN: resources.key_arn,
+        Env.BATCH_WINDOW_SECONDS: str(settings.batch_window_seconds),
+        Env.MAX_FILES_PER_JOB: str(BATCH_SIZE_WITH_WINDOW),
+        Env.CLAIM_TTL_SECONDS: str(patience + 7 * 86_400),
+        Env.CLAIM_GRACE_SECONDS: str(TRIGGER_TIMEOUT_SECONDS + 60),
+        Env.BACKOFF_BASE_SECONDS: str(BACKOFF_BASE_SECONDS),
+        Env.BACKOFF_MAX_SECONDS: str(backoff_max_seconds(patience)),
         # model_source=hub serves the toolkit's stock handler, which takes one application/json record per request
         # (see docs/handler.md).
-        "BATCH_STRATEGY": "SingleRecord" if settings.model_source == "hub" else "MultiRecord",
+        Env.BATCH_STRATEGY: "SingleRecord" if settings.model_source == "hub" else "MultiRecord",
     }
 
 
 def outcome_environment(settings: Settings, resources: BatchResources) -> dict[str, str]:
     """The job-outcome function's environment."""
-    return {**_common(settings, resources, OUTCOME_SERVICE), "TOPIC_ARN": resources.topic_arn}
+    return {**_common(settings, resources, OUTCOME_SERVICE), Env.TOPIC_ARN: resources.topic_arn}

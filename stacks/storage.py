@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
-
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.checks import acknowledge, checkov_skip
-
-
-@dataclass(frozen=True)
-class Prefixes:
-    """Disjoint key prefixes of the data bucket. Only ``input/`` starts work, so outputs can never trigger jobs."""
-
-    input: str = "input/"
-    output: str = "output/"
-    errors: str = "errors/"
-    models: str = "models/"
-    manifests: str = "manifests/"
-    capture: str = "capture/"
-
-
-PREFIXES: Final = Prefixes()
+from zstc_contract.layout import PREFIXES as PREFIXES  # re-exported: the stacks read the layout from here
 
 
 class DataStorage(Construct):

@@ -1,13 +1,12 @@
 """Pure logic of the batch trigger: no AWS calls, no clock, no randomness.
 
 Everything here is a function of its arguments, so the unit tests exercise it without moto or stubs:
-settings parsing, S3 event parsing (URL-decoded keys, noise), job-name derivation, grouping, the manifest, the
-``CreateTransformJob`` request, claim decisions and the deferral backoff.
+S3 event parsing (URL-decoded keys, noise), grouping, the manifest, the ``CreateTransformJob`` request, quota answers
+and claim decisions. The settings, job names, key names and the backoff are the contract's (``zstc_contract``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,22 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
-from zstc_contract import (  # the batch layer, shared with the job-outcome function
-    DIGEST_CHARS,
-    SettingsError,
-    encode_manifest,
-    prefix_env,
-    required_env,
-)
-from zstc_contract.backoff import MAX_VISIBILITY_SECONDS
-
-JOB_NAME: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-# The job-name prefix is lower case: SageMaker lowercases names in resource ARNs, so the IAM policy
-# (`transform-job/<prefix>-*`) only matches names whose prefix is already lower case.
-JOB_PREFIX: Final = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,37}$")
-MAX_JOB_PREFIX: Final = 63 - 1 - DIGEST_CHARS  # 38
-SUFFIX: Final = ".jsonl"
-GZIP_SUFFIX: Final = ".jsonl.gz"
+from zstc_contract.jobs import JOB_PREFIX as JOB_PREFIX  # re-exported: tests read it here
+from zstc_contract.jobs import job_name as job_name  # re-exported: tests derive names the trigger's way
+from zstc_contract.layout import GZIP_INPUT_SUFFIX, INPUT_SUFFIX, relative_key
+from zstc_contract.layout import manifest_key as layout_manifest_key
+from zstc_contract.manifest import encode_manifest
+from zstc_contract.settings import Target, TriggerSettings
+from zstc_contract.settings import parse_targets as parse_targets  # re-exported: tests parse targets here
+from zstc_contract.uri import s3_uri
 
 # Claim states in the claims table.
 CLAIMED: Final = "CLAIMED"  # claimed for a job that may not have started yet
@@ -40,149 +31,6 @@ JOB_STARTED_MESSAGE: Final = "Transform job started"
 INSTANCE_REFUSED_MESSAGE: Final = "Instance type refused: quota too small for the job"
 # Rows of the claims table that remember an instance type's quota refusal (pk = prefix + instance type).
 REFUSAL_PK_PREFIX: Final = "quota-refusal#"
-INSTANCE_TYPE: Final = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
-
-
-# --- settings -----------------------------------------------------------------------------------------------------
-
-
-def _int(env: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        if default is None:
-            raise SettingsError(f"{name} is not set: expected an integer from {low} to {high}")
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise SettingsError(f"{name}={raw!r}: expected an integer from {low} to {high}")
-    return value
-
-
-@dataclass(frozen=True)
-class Target:
-    """One instance type a job may run on, with what the stack decided for it: the SageMaker model (of the right
-    container family) and the volume KMS key (None on instance types with local NVMe storage, which reject one)."""
-
-    instance_type: str
-    model_name: str
-    volume_kms_key: str | None
-
-
-def parse_targets(raw: str | None) -> tuple[Target, ...]:
-    """``BATCH_TARGETS``: a JSON list, most preferred first, of ``{instance_type, model_name, volume_kms_key}``."""
-    example = '[{"instance_type": "ml.m5.xlarge", "model_name": "m", "volume_kms_key": null}]'
-    if not raw:
-        raise SettingsError(f"BATCH_TARGETS is not set: the batch stack sets it on the function, e.g. {example}")
-    try:
-        items = json.loads(raw)
-    except ValueError:
-        items = None
-    if not isinstance(items, list) or not items:
-        raise SettingsError(f"BATCH_TARGETS={raw!r}: expected a non-empty JSON list, e.g. {example}")
-    targets: list[Target] = []
-    for item in items:
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("instance_type"), str)
-            or not INSTANCE_TYPE.match(item["instance_type"])
-            or not isinstance(item.get("model_name"), str)
-            or not item["model_name"]
-            or not isinstance(item.get("volume_kms_key"), str | None)
-        ):
-            raise SettingsError(f"BATCH_TARGETS entry {item!r}: expected e.g. {example}")
-        targets.append(Target(item["instance_type"], item["model_name"], item.get("volume_kms_key") or None))
-    if len({t.instance_type for t in targets}) != len(targets):
-        raise SettingsError(f"BATCH_TARGETS={raw!r}: each instance type may be listed once")
-    return tuple(targets)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TriggerSettings:
-    """The trigger function's configuration, read once from its environment (set by ``stacks/batch.py``)."""
-
-    bucket: str
-    input_prefix: str = "input/"
-    output_prefix: str = "output/"
-    errors_prefix: str = "errors/"
-    manifest_prefix: str = "manifests/"
-    claims_table: str
-    queue_url: str
-    job_name_prefix: str
-    targets: tuple[Target, ...]  # most preferred first
-    instance_count: int = 1
-    max_concurrent_jobs: int = 2
-    max_payload_mb: int = 1
-    max_concurrent_transforms: int = 1
-    model_timeout_seconds: int = 3600
-    model_retries: int = 1
-    kms_key_arn: str
-    refusal_ttl_seconds: int = 6 * 3600  # how long a quota refusal of an instance type is remembered
-    window_seconds: int = 60
-    max_files_per_job: int = 1000
-    claim_ttl_seconds: int = 15 * 86_400
-    claim_grace_seconds: int = 300
-    backoff_base_seconds: int = 60
-    backoff_max_seconds: int = 900
-    # MultiRecord: our handler answers a JSON Lines mini-batch line for line. SingleRecord: one line per request as
-    # application/json, for the toolkit's stock handler (model_source=hub ships no handler).
-    batch_strategy: str = "MultiRecord"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> TriggerSettings:
-        prefix = required_env(env, "JOB_NAME_PREFIX")
-        if not JOB_PREFIX.match(prefix):
-            raise SettingsError(
-                f"JOB_NAME_PREFIX={prefix!r}: expected 1-{MAX_JOB_PREFIX} lower-case letters, digits and single "
-                "hyphens, e.g. 'zeroshot-batch'"
-            )
-        settings = cls(
-            bucket=required_env(env, "BUCKET_NAME"),
-            input_prefix=prefix_env(env, "INPUT_PREFIX", "input/"),
-            output_prefix=prefix_env(env, "OUTPUT_PREFIX", "output/"),
-            errors_prefix=prefix_env(env, "ERRORS_PREFIX", "errors/"),
-            manifest_prefix=prefix_env(env, "MANIFEST_PREFIX", "manifests/"),
-            claims_table=required_env(env, "CLAIMS_TABLE"),
-            queue_url=required_env(env, "QUEUE_URL"),
-            job_name_prefix=prefix,
-            targets=parse_targets(env.get("BATCH_TARGETS")),
-            instance_count=_int(env, "INSTANCE_COUNT", 1, 1, 100),
-            max_concurrent_jobs=_int(env, "MAX_CONCURRENT_JOBS", 2, 1, 100),
-            max_payload_mb=_int(env, "MAX_PAYLOAD_MB", 1, 1, 100),
-            max_concurrent_transforms=_int(env, "MAX_CONCURRENT_TRANSFORMS", 1, 1, 100),
-            model_timeout_seconds=_int(env, "MODEL_TIMEOUT_SECONDS", 3600, 1, 3600),
-            model_retries=_int(env, "MODEL_RETRIES", 1, 0, 3),
-            kms_key_arn=required_env(env, "KMS_KEY_ARN"),
-            refusal_ttl_seconds=_int(env, "QUOTA_REFUSAL_TTL_SECONDS", 6 * 3600, 60, 7 * 86_400),
-            window_seconds=_int(env, "BATCH_WINDOW_SECONDS", 60, 0, 300),
-            max_files_per_job=_int(env, "MAX_FILES_PER_JOB", 1000, 1, 10_000),
-            claim_ttl_seconds=_int(env, "CLAIM_TTL_SECONDS", 15 * 86_400, 3600, 366 * 86_400),
-            claim_grace_seconds=_int(env, "CLAIM_GRACE_SECONDS", 300, 1, 86_400),
-            backoff_base_seconds=_int(env, "BACKOFF_BASE_SECONDS", 60, 1, MAX_VISIBILITY_SECONDS),
-            backoff_max_seconds=_int(env, "BACKOFF_MAX_SECONDS", 900, 1, MAX_VISIBILITY_SECONDS),
-            batch_strategy=env.get("BATCH_STRATEGY", "MultiRecord"),
-        )
-        if settings.batch_strategy not in ("MultiRecord", "SingleRecord"):
-            raise SettingsError(f"BATCH_STRATEGY={settings.batch_strategy!r}: expected MultiRecord or SingleRecord")
-        if settings.max_payload_mb * settings.max_concurrent_transforms > 100:
-            raise SettingsError(
-                f"MAX_PAYLOAD_MB={settings.max_payload_mb} × MAX_CONCURRENT_TRANSFORMS="
-                f"{settings.max_concurrent_transforms} exceeds SageMaker's limit of 100: lower one of them"
-            )
-        if len({settings.input_prefix, settings.output_prefix, settings.errors_prefix, settings.manifest_prefix}) < 4:
-            raise SettingsError("INPUT_PREFIX, OUTPUT_PREFIX, ERRORS_PREFIX and MANIFEST_PREFIX must differ")
-        for other in (settings.output_prefix, settings.errors_prefix, settings.manifest_prefix):
-            if other.startswith(settings.input_prefix) or settings.input_prefix.startswith(other):
-                raise SettingsError(
-                    f"INPUT_PREFIX={settings.input_prefix!r} overlaps {other!r}: outputs written there would "
-                    "trigger new jobs; keep the prefixes disjoint"
-                )
-        return settings
-
-    def target(self, instance_type: str) -> Target:
-        return next(t for t in self.targets if t.instance_type == instance_type)
 
 
 # --- S3 events ------------------------------------------------------------------------------------------------------
@@ -278,28 +126,14 @@ def _ignore_reason(event_name: str, bucket: str, key: str, settings: TriggerSett
         return f"bucket {bucket} is not the stack's bucket {settings.bucket}"
     if not key.startswith(settings.input_prefix) or key == settings.input_prefix:
         return f"key is outside the input prefix {settings.input_prefix}"
-    if key.endswith(GZIP_SUFFIX):
+    if key.endswith(GZIP_INPUT_SUFFIX):
         return "gzip input is not supported by the model handler: upload the uncompressed .jsonl"
-    if not key.endswith(SUFFIX):
+    if not key.endswith(INPUT_SUFFIX):
         return "not a .jsonl object"
     return None
 
 
 # --- names, groups, manifest, request ----------------------------------------------------------------------------
-
-
-def job_name(prefix: str, objects: Iterable[S3Object], generation: int = 0) -> str:
-    """Deterministic transform-job name for a set of object versions.
-
-    Same set (in any order, with duplicates) → same name; any other set, another version of a key or another
-    generation → another name. ``<prefix>-<24 hex digits of SHA-256>`` always matches SageMaker's pattern.
-    """
-    digest = hashlib.sha256()
-    for claim_id in sorted({o.claim_id for o in objects}):
-        digest.update(claim_id.encode("utf-8", "surrogatepass"))
-        digest.update(b"\x00")
-    digest.update(f"generation={generation}".encode())
-    return f"{prefix}-{digest.hexdigest()[:DIGEST_CHARS]}"
 
 
 def group_objects(objects: Iterable[S3Object], *, window_seconds: int, max_files: int) -> list[list[S3Object]]:
@@ -309,12 +143,8 @@ def group_objects(objects: Iterable[S3Object], *, window_seconds: int, max_files
     return [unique[i : i + size] for i in range(0, len(unique), size)]
 
 
-def relative_key(key: str, input_prefix: str) -> str:
-    return key[len(input_prefix) :]
-
-
 def manifest_key(settings: TriggerSettings, name: str) -> str:
-    return f"{settings.manifest_prefix}{name}.json"
+    return layout_manifest_key(settings.manifest_prefix, name)
 
 
 def manifest_body(settings: TriggerSettings, objects: Sequence[S3Object]) -> bytes:
@@ -324,7 +154,7 @@ def manifest_body(settings: TriggerSettings, objects: Sequence[S3Object]) -> byt
     ``<S3OutputPath><entry>.out``, which keeps ``input/a/b.jsonl`` → ``output/a/b.jsonl.out``.
     """
     return encode_manifest(
-        f"s3://{settings.bucket}/{settings.input_prefix}", [relative_key(o.key, settings.input_prefix) for o in objects]
+        s3_uri(settings.bucket, settings.input_prefix), [relative_key(o.key, settings.input_prefix) for o in objects]
     )
 
 
@@ -361,7 +191,7 @@ def transform_request(
             "SplitType": "Line",
         },
         "TransformOutput": {
-            "S3OutputPath": f"s3://{settings.bucket}/{settings.output_prefix}",
+            "S3OutputPath": s3_uri(settings.bucket, settings.output_prefix),
             "Accept": content_type,
             "AssembleWith": "Line",
             "KmsKeyId": settings.kms_key_arn,

@@ -21,7 +21,6 @@ dropped: the message that made the claim is still in flight and either finishes 
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -30,8 +29,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from zstc_contract import is_stack_job, manifest_entries, status_key
 from zstc_contract.backoff import backoff_seconds
+from zstc_contract.jobs import is_stack_job, job_name
+from zstc_contract.layout import relative_key, status_key
+from zstc_contract.manifest import decode_manifest
+from zstc_contract.settings import Target, TriggerSettings
+from zstc_contract.status import StatusRecord, put_status_record
+from zstc_contract.uri import s3_uri
 
 from .logic import (
     CLAIMED,
@@ -41,20 +45,16 @@ from .logic import (
     Claim,
     QuotaAnswer,
     S3Object,
-    Target,
-    TriggerSettings,
     claim_decision,
     group_objects,
     instance_quota_answer,
     is_deferrable,
     is_name_taken,
-    job_name,
     manifest_body,
     manifest_key,
     parse_message,
     refusal_pk,
     refusal_reason,
-    relative_key,
     transform_request,
     try_order,
 )
@@ -175,21 +175,14 @@ class BatchTrigger:
         return parsed.objects
 
     def _write_empty_status(self, obj: S3Object) -> None:
-        relative = relative_key(obj.key, self.settings.input_prefix)
-        record = {
-            "input": f"s3://{obj.bucket}/{obj.key}",
-            "revision": obj.revision,
-            "state": "Skipped",
-            "job_name": None,
-            "reason": "The object is empty (0 bytes): there is nothing to classify. Upload a JSON Lines file with "
+        record = StatusRecord.skipped(
+            input=s3_uri(obj.bucket, obj.key),
+            revision=obj.revision,
+            reason="The object is empty (0 bytes): there is nothing to classify. Upload a JSON Lines file with "
             "one request per line.",
-        }
-        self.s3.put_object(
-            Bucket=obj.bucket,
-            Key=status_key(self.settings.errors_prefix, relative),
-            Body=json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8"),
-            ContentType="application/json",
         )
+        relative = relative_key(obj.key, self.settings.input_prefix)
+        put_status_record(self.s3, obj.bucket, status_key(self.settings.errors_prefix, relative), record)
         self.logger.info("Empty object skipped; status record written", extra=_log(obj))
         self.metrics.add_metric(name="FilesEmpty", unit="Count", value=1)
 
@@ -367,7 +360,7 @@ class BatchTrigger:
             if _error_code(error)[0] in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise
-        return set(manifest_entries(body.read())[1])
+        return set(decode_manifest(body.read()).entries)
 
     def _ensure_job(self, name: str, objects: list[S3Object], ctx: _Attempt, result: BatchResult, *, fresh: bool):
         """Make sure job ``name`` exists; defer the objects' messages when no slot or quota is free."""
@@ -387,7 +380,7 @@ class BatchTrigger:
                     f"{ctx.running} jobs running, the limit is {self.settings.max_concurrent_jobs}",
                 )
                 return
-            manifest_uri = f"s3://{self.settings.bucket}/{manifest_key(self.settings, name)}"
+            manifest_uri = s3_uri(self.settings.bucket, manifest_key(self.settings, name))
             files = self._manifest_size(name) if not fresh else len(objects)
             if not self._start_job(name, manifest_uri, files, objects, ctx, result):
                 return
@@ -522,25 +515,16 @@ class BatchTrigger:
             },
         )
         for obj in objects:
-            relative = relative_key(obj.key, self.settings.input_prefix)
-            record = {
-                "input": f"s3://{obj.bucket}/{obj.key}",
-                "revision": obj.revision,
-                "job_name": name,
-                "job_status": "NotStarted",
-                "state": "Failed",
-                "output": None,
-                "instance_type": None,
-                "refused_instance_types": [a.instance_type for a in answers],
-                "reason": reason,
-            }
+            record = StatusRecord.refused(
+                input=s3_uri(obj.bucket, obj.key),
+                revision=obj.revision,
+                job_name=name,
+                refused_instance_types=[a.instance_type for a in answers],
+                reason=reason,
+            )
+            key = status_key(self.settings.errors_prefix, relative_key(obj.key, self.settings.input_prefix))
             try:
-                self.s3.put_object(
-                    Bucket=self.settings.bucket,
-                    Key=status_key(self.settings.errors_prefix, relative),
-                    Body=json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8"),
-                    ContentType="application/json",
-                )
+                put_status_record(self.s3, self.settings.bucket, key, record)
             except ClientError as error:
                 self.logger.exception("Could not write the status record", extra=_log(obj, name))
                 result.fail(

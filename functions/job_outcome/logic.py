@@ -1,6 +1,7 @@
 """Pure logic of the job-outcome function: which status record goes where, and what the failure notice says.
 
-No AWS calls here; :mod:`job_outcome` reads the manifest and the outputs and writes what this module decides.
+No AWS calls here; :mod:`job_outcome.service` reads the manifest and the outputs and writes what this module
+decides. Settings, key names and the status record are the contract's (``zstc_contract``).
 """
 
 from __future__ import annotations
@@ -8,44 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
-from zstc_contract import (  # the batch layer, shared with the trigger
-    SettingsError,
-    prefix_env,
-    required_env,
-    status_key,
-)
-
-TERMINAL: Final = ("Completed", "Failed", "Stopped")
-
-
-@dataclass(frozen=True, kw_only=True)
-class OutcomeSettings:
-    bucket: str
-    input_prefix: str = "input/"
-    output_prefix: str = "output/"
-    errors_prefix: str = "errors/"
-    manifest_prefix: str = "manifests/"
-    job_name_prefix: str
-    topic_arn: str
-    count_records_max_bytes: int = 100 * 1024 * 1024
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> OutcomeSettings:
-        raw_limit = env.get("COUNT_RECORDS_MAX_BYTES", str(100 * 1024 * 1024))
-        if not raw_limit.isdigit():
-            raise SettingsError(f"COUNT_RECORDS_MAX_BYTES={raw_limit!r}: expected a number of bytes (0 = never count)")
-        return cls(
-            bucket=required_env(env, "BUCKET_NAME"),
-            input_prefix=prefix_env(env, "INPUT_PREFIX", "input/"),
-            output_prefix=prefix_env(env, "OUTPUT_PREFIX", "output/"),
-            errors_prefix=prefix_env(env, "ERRORS_PREFIX", "errors/"),
-            manifest_prefix=prefix_env(env, "MANIFEST_PREFIX", "manifests/"),
-            job_name_prefix=required_env(env, "JOB_NAME_PREFIX"),
-            topic_arn=required_env(env, "TOPIC_ARN"),
-            count_records_max_bytes=int(raw_limit),
-        )
+from zstc_contract.jobs import COMPLETED
+from zstc_contract.layout import input_key, manifest_key, output_key
+from zstc_contract.settings import OutcomeSettings
+from zstc_contract.status import StatusRecord
+from zstc_contract.uri import s3_uri
 
 
 @dataclass(frozen=True)
@@ -75,21 +45,8 @@ class JobEvent:
         )
 
 
-def split_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` → (bucket, key)."""
-    if not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    bucket, key = uri[5:].split("/", 1)
-    return bucket, key
-
-
 def manifest_uri(settings: OutcomeSettings, job: JobEvent) -> str:
-    return job.manifest_uri or f"s3://{settings.bucket}/{settings.manifest_prefix}{job.name}.json"
-
-
-def output_key(settings: OutcomeSettings, relative: str) -> str:
-    """Where SageMaker writes a manifest entry's result: ``<S3OutputPath><entry>.out``."""
-    return f"{settings.output_prefix}{relative}.out"
+    return job.manifest_uri or s3_uri(settings.bucket, manifest_key(settings.manifest_prefix, job.name))
 
 
 @dataclass(frozen=True)
@@ -101,40 +58,49 @@ class FileOutcome:
     record_errors: int | None = None
 
 
-def status_record(settings: OutcomeSettings, job: JobEvent, outcome: FileOutcome) -> tuple[str, dict[str, Any]]:
-    """(key, body) of one input file's status record: under ``output/`` on success, ``errors/`` otherwise."""
-    base = {
-        "input": f"s3://{settings.bucket}/{settings.input_prefix}{outcome.relative}",
-        "job_name": job.name,
-        "job_status": job.status,
-        "finished_at": job.time,
-        "instance_type": job.instance_type,
-    }
-    out_uri = f"s3://{settings.bucket}/{output_key(settings, outcome.relative)}"
+def status_record(settings: OutcomeSettings, job: JobEvent, outcome: FileOutcome) -> tuple[str, StatusRecord]:
+    """(key, record) of one input file's status record: under ``output/`` on success, ``errors/`` otherwise."""
+    input_uri = s3_uri(settings.bucket, input_key(settings.input_prefix, outcome.relative))
+    out_uri = s3_uri(settings.bucket, output_key(settings.output_prefix, outcome.relative))
+    record: StatusRecord
     if outcome.succeeded:
-        record = {
-            **base,
-            "state": "Succeeded",
-            "output": out_uri,
-            "records": outcome.records,
-            "record_errors": outcome.record_errors,
-        }
-        return status_key(settings.output_prefix, outcome.relative), record
-    if job.status == "Completed":  # the job says done but the output is not where it should be
-        reason = (
-            f"SageMaker reported the job Completed but wrote no output at {out_uri}. Look for the output under "
-            f"s3://{settings.bucket}/{settings.output_prefix} and report the path to the maintainers."
+        record = StatusRecord.succeeded(
+            input=input_uri,
+            output=out_uri,
+            job_name=job.name,
+            job_status=job.status,
+            finished_at=job.time,
+            instance_type=job.instance_type,
+            records=outcome.records,
+            record_errors=outcome.record_errors,
         )
-    elif job.status == "Stopped":
-        reason = "The transform job was stopped before this file finished. Upload the file again to retry it."
     else:
-        reason = (
-            f"{job.failure_reason or 'SageMaker gave no reason.'} The job's CloudWatch logs "
-            f"(/aws/sagemaker/TransformJobs, stream prefix {job.name}) name the failing record; fix it and upload "
-            "the file again."
+        record = StatusRecord.job_failed(
+            input=input_uri,
+            job_name=job.name,
+            job_status=job.status,
+            finished_at=job.time,
+            instance_type=job.instance_type,
+            reason=failure_reason(settings, job, out_uri),
         )
-    record = {**base, "state": "Failed", "output": None, "reason": reason}
-    return status_key(settings.errors_prefix, outcome.relative), record
+    prefixes = {"output_prefix": settings.output_prefix, "errors_prefix": settings.errors_prefix}
+    return record.key(**prefixes, relative=outcome.relative), record
+
+
+def failure_reason(settings: OutcomeSettings, job: JobEvent, out_uri: str) -> str:
+    """What a failed file's status record says went wrong, and what to do."""
+    if job.status == COMPLETED:  # the job says done but the output is not where it should be
+        return (
+            f"SageMaker reported the job Completed but wrote no output at {out_uri}. Look for the output under "
+            f"{s3_uri(settings.bucket, settings.output_prefix)} and report the path to the maintainers."
+        )
+    if job.status == "Stopped":
+        return "The transform job was stopped before this file finished. Upload the file again to retry it."
+    return (
+        f"{job.failure_reason or 'SageMaker gave no reason.'} The job's CloudWatch logs "
+        f"(/aws/sagemaker/TransformJobs, stream prefix {job.name}) name the failing record; fix it and upload "
+        "the file again."
+    )
 
 
 def count_records(lines: Iterable[bytes]) -> tuple[int, int]:
@@ -164,7 +130,7 @@ def failure_notice(settings: OutcomeSettings, job: JobEvent, failed: list[FileOu
         "failure_reason": job.failure_reason,
         "files_total": total,
         "files_failed": len(failed),
-        "failed_inputs": [f"s3://{settings.bucket}/{settings.input_prefix}{f.relative}" for f in failed[:50]],
-        "status_records": f"s3://{settings.bucket}/{settings.errors_prefix}",
+        "failed_inputs": [s3_uri(settings.bucket, input_key(settings.input_prefix, f.relative)) for f in failed[:50]],
+        "status_records": s3_uri(settings.bucket, settings.errors_prefix),
     }
     return {"Subject": subject, "Message": json.dumps(body, ensure_ascii=False, indent=2)}

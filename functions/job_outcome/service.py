@@ -7,28 +7,23 @@ notice on the SNS topic. Re-delivered events rewrite the same records: the funct
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from zstc_contract import is_stack_job, manifest_entries
+from zstc_contract.jobs import COMPLETED, TERMINAL_JOB_STATES, is_stack_job
+from zstc_contract.layout import input_key, output_key
+from zstc_contract.manifest import decode_manifest
+from zstc_contract.settings import OutcomeSettings
+from zstc_contract.status import put_status_record
+from zstc_contract.uri import split_uri
 
-from .logic import (
-    TERMINAL,
-    FileOutcome,
-    JobEvent,
-    OutcomeSettings,
-    count_records,
-    failure_notice,
-    manifest_uri,
-    output_key,
-    split_uri,
-    status_record,
-)
+from .logic import FileOutcome, JobEvent, count_records, failure_notice, manifest_uri, status_record
 
 
-class JobOutcome:
+class OutcomeRecorder:
+    """Records the outcome of one finished transform job: a status record per input file, a notice on failure."""
+
     def __init__(self, settings: OutcomeSettings, *, s3: Any, sns: Any, logger: Any, metrics: Any) -> None:
         self.settings = settings
         self.s3 = s3
@@ -38,31 +33,26 @@ class JobOutcome:
 
     def process(self, event: dict[str, Any]) -> dict[str, Any]:
         job = JobEvent.from_event(event)
-        if not is_stack_job(job.name, self.settings.job_name_prefix) or job.status not in TERMINAL:
+        if not is_stack_job(job.name, self.settings.job_name_prefix) or job.status not in TERMINAL_JOB_STATES:
             self.logger.info("Event ignored", extra={"job_name": job.name, "job_status": job.status})
             return {"job_name": job.name, "ignored": True}
         self.metrics.add_metric(
-            name="JobsCompleted" if job.status == "Completed" else "JobsFailed", unit="Count", value=1
+            name="JobsCompleted" if job.status == COMPLETED else "JobsFailed", unit="Count", value=1
         )
         bucket, key = split_uri(manifest_uri(self.settings, job))
-        _, entries = manifest_entries(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        entries = decode_manifest(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()).entries
 
         outcomes = [self._file_outcome(relative) for relative in entries]
         for outcome in outcomes:
             status_key, record = status_record(self.settings, job, outcome)
-            self.s3.put_object(
-                Bucket=self.settings.bucket,
-                Key=status_key,
-                Body=json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8"),
-                ContentType="application/json",
-            )
-            object_key = f"{self.settings.input_prefix}{outcome.relative}"
+            put_status_record(self.s3, self.settings.bucket, status_key, record)
+            object_key = input_key(self.settings.input_prefix, outcome.relative)
             if outcome.succeeded:
                 self.logger.info("File succeeded", extra={"object_key": object_key, "job_name": job.name})
             else:
                 self.logger.warning(
                     "File failed",
-                    extra={"object_key": object_key, "job_name": job.name, "reason": record.get("reason")},
+                    extra={"object_key": object_key, "job_name": job.name, "reason": record.reason},
                 )
         failed = [o for o in outcomes if not o.succeeded]
         self.metrics.add_metric(name="FilesSucceeded", unit="Count", value=len(outcomes) - len(failed))
@@ -71,7 +61,7 @@ class JobOutcome:
         record_errors = sum(o.record_errors or 0 for o in outcomes)
         self.metrics.add_metric(name="RecordsProcessed", unit="Count", value=records)
         self.metrics.add_metric(name="RecordErrors", unit="Count", value=record_errors)
-        if job.status == "Completed" and failed:
+        if job.status == COMPLETED and failed:
             self.metrics.add_metric(name="OutputsMissing", unit="Count", value=len(failed))
         if failed:
             self.sns.publish(
@@ -92,7 +82,7 @@ class JobOutcome:
         return {"job_name": job.name, "files": len(outcomes), "files_failed": len(failed), "records": records}
 
     def _file_outcome(self, relative: str) -> FileOutcome:
-        key = output_key(self.settings, relative)
+        key = output_key(self.settings.output_prefix, relative)
         try:
             head = self.s3.head_object(Bucket=self.settings.bucket, Key=key)
         except ClientError as error:
@@ -106,3 +96,7 @@ class JobOutcome:
         body = self.s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"]
         records, errors = count_records(body.iter_lines())
         return FileOutcome(relative, succeeded=True, output_found=True, records=records, record_errors=errors)
+
+
+# The old name, until handler.py (rewritten by another change) imports OutcomeRecorder.
+JobOutcome = OutcomeRecorder

@@ -12,28 +12,24 @@ from hypothesis import strategies as st
 
 from functions.batch_trigger.logic import (
     CLAIMED,
-    JOB_NAME,
     STARTED,
     Claim,
     S3Object,
-    SettingsError,
-    Target,
-    TriggerSettings,
     claim_decision,
     group_objects,
     instance_quota_answer,
     is_deferrable,
     is_name_taken,
-    job_name,
     manifest_body,
     parse_message,
-    parse_targets,
     refusal_reason,
     transform_request,
     try_order,
 )
-from zstc_contract import is_stack_job, manifest_entries
 from zstc_contract.backoff import backoff_seconds, receives_for_patience
+from zstc_contract.jobs import JOB_NAME, is_stack_job, job_name
+from zstc_contract.manifest import decode_manifest
+from zstc_contract.settings import SettingsError, Target, TriggerSettings, parse_targets
 
 KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555"
 BASE_ENV = {
@@ -223,7 +219,8 @@ def test_manifest_lists_keys_relative_to_the_input_prefix() -> None:
     settings_ = make_settings()
     objects = [obj("input/ü/名.jsonl"), obj("input/red flower.jsonl"), obj("input/a%2Bb.jsonl")]
     # When the manifest is written and read back
-    prefix, entries = manifest_entries(manifest_body(settings_, objects))
+    manifest = decode_manifest(manifest_body(settings_, objects))
+    prefix, entries = manifest.prefix, list(manifest.entries)
     # Then prefix + entry is each exact key, so SageMaker writes output/<entry>.out
     assert prefix == "s3://data-bucket/input/"
     assert [prefix + e for e in entries] == [f"s3://data-bucket/{o.key}" for o in objects]

@@ -11,13 +11,13 @@ from functions.batch_trigger import logic as batch_trigger_logic
 from functions.job_outcome.logic import (
     FileOutcome,
     JobEvent,
-    OutcomeSettings,
     count_records,
     failure_notice,
     manifest_uri,
     status_record,
 )
-from zstc_contract import DIGEST_CHARS, SettingsError, is_stack_job
+from zstc_contract.jobs import is_stack_job
+from zstc_contract.settings import OutcomeSettings, SettingsError
 
 EVENTS = Path(__file__).parents[2] / "events"
 SETTINGS = OutcomeSettings.from_env(
@@ -30,7 +30,6 @@ def event(name: str) -> JobEvent:
 
 
 def test_both_functions_agree_on_the_job_name_shape() -> None:
-    assert DIGEST_CHARS == batch_trigger_logic.DIGEST_CHARS
     name = batch_trigger_logic.job_name("zstc-test", [batch_trigger_logic.S3Object("b", "input/a.jsonl", "v")])
     assert is_stack_job(name, "zstc-test")
 
@@ -43,7 +42,8 @@ def test_the_event_names_the_manifest() -> None:
 
 def test_a_succeeded_file_gets_its_status_next_to_its_output() -> None:
     job = event("batch_transform_job_completed.json")
-    key, record = status_record(SETTINGS, job, FileOutcome("a/b.jsonl", True, True, records=3, record_errors=1))
+    key, status = status_record(SETTINGS, job, FileOutcome("a/b.jsonl", True, True, records=3, record_errors=1))
+    record = status.to_json()
     assert key == "output/a/b.jsonl.status.json"
     assert record["state"] == "Succeeded" and record["output"] == "s3://zstc-batch-test/output/a/b.jsonl.out"
     assert record["records"] == 3 and record["record_errors"] == 1 and record["job_name"] == job.name
@@ -51,14 +51,16 @@ def test_a_succeeded_file_gets_its_status_next_to_its_output() -> None:
 
 def test_a_failed_file_gets_its_status_under_errors_with_sagemakers_reason() -> None:
     job = event("batch_transform_job_failed.json")
-    key, record = status_record(SETTINGS, job, FileOutcome("a/b.jsonl", False, False))
+    key, status = status_record(SETTINGS, job, FileOutcome("a/b.jsonl", False, False))
+    record = status.to_json()
     assert key == "errors/a/b.jsonl.status.json"
     assert record["state"] == "Failed" and "ClientError: See job logs" in record["reason"]
 
 
 def test_a_completed_job_without_the_output_is_reported_not_hidden() -> None:
     job = event("batch_transform_job_completed.json")
-    key, record = status_record(SETTINGS, job, FileOutcome("a.jsonl", False, False))
+    key, status = status_record(SETTINGS, job, FileOutcome("a.jsonl", False, False))
+    record = status.to_json()
     assert key == "errors/a.jsonl.status.json" and "no output" in record["reason"]
 
 
@@ -84,5 +86,6 @@ def test_missing_topic_fails_with_the_variable_named() -> None:
 def test_the_status_record_says_which_instance_type_ran(fixture: str) -> None:
     job = event(fixture)
     expected = json.loads((EVENTS / fixture).read_text())["detail"]["TransformResources"]["InstanceType"]
-    _, record = status_record(SETTINGS, job, FileOutcome("a.jsonl", job.status == "Completed", True, records=1))
+    _, status = status_record(SETTINGS, job, FileOutcome("a.jsonl", job.status == "Completed", True, records=1))
+    record = status.to_json()
     assert record["instance_type"] == expected

@@ -1,0 +1,261 @@
+"""The batch functions' environment: every variable's name (declared once, here) and the one typed reader of each
+function's settings. ``stacks/batch_environment.py`` writes these variables; the functions read them at cold start.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from zstc_contract.backoff import MAX_VISIBILITY_SECONDS
+from zstc_contract.jobs import JOB_PREFIX, MAX_JOB_PREFIX
+from zstc_contract.layout import PREFIXES
+
+
+class Env:
+    """Names of the environment variables the stack sets on the batch functions."""
+
+    BUCKET_NAME: Final = "BUCKET_NAME"
+    INPUT_PREFIX: Final = "INPUT_PREFIX"
+    OUTPUT_PREFIX: Final = "OUTPUT_PREFIX"
+    ERRORS_PREFIX: Final = "ERRORS_PREFIX"
+    MANIFEST_PREFIX: Final = "MANIFEST_PREFIX"
+    JOB_NAME_PREFIX: Final = "JOB_NAME_PREFIX"
+    METRICS_NAMESPACE: Final = "POWERTOOLS_METRICS_NAMESPACE"
+    LOG_LEVEL: Final = "POWERTOOLS_LOG_LEVEL"
+    SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
+    # the trigger
+    CLAIMS_TABLE: Final = "CLAIMS_TABLE"
+    QUEUE_URL: Final = "QUEUE_URL"
+    BATCH_TARGETS: Final = "BATCH_TARGETS"
+    QUOTA_REFUSAL_TTL_SECONDS: Final = "QUOTA_REFUSAL_TTL_SECONDS"
+    INSTANCE_COUNT: Final = "INSTANCE_COUNT"
+    MAX_CONCURRENT_JOBS: Final = "MAX_CONCURRENT_JOBS"
+    MAX_PAYLOAD_MB: Final = "MAX_PAYLOAD_MB"
+    MAX_CONCURRENT_TRANSFORMS: Final = "MAX_CONCURRENT_TRANSFORMS"
+    MODEL_TIMEOUT_SECONDS: Final = "MODEL_TIMEOUT_SECONDS"
+    MODEL_RETRIES: Final = "MODEL_RETRIES"
+    KMS_KEY_ARN: Final = "KMS_KEY_ARN"
+    BATCH_WINDOW_SECONDS: Final = "BATCH_WINDOW_SECONDS"
+    MAX_FILES_PER_JOB: Final = "MAX_FILES_PER_JOB"
+    CLAIM_TTL_SECONDS: Final = "CLAIM_TTL_SECONDS"
+    CLAIM_GRACE_SECONDS: Final = "CLAIM_GRACE_SECONDS"
+    BACKOFF_BASE_SECONDS: Final = "BACKOFF_BASE_SECONDS"
+    BACKOFF_MAX_SECONDS: Final = "BACKOFF_MAX_SECONDS"
+    BATCH_STRATEGY: Final = "BATCH_STRATEGY"
+    INSTANCE_TYPE: Final = "INSTANCE_TYPE"  # earlier versions' single batch instance type (read by zstc doctor)
+    # the job-outcome function
+    TOPIC_ARN: Final = "TOPIC_ARN"
+    COUNT_RECORDS_MAX_BYTES: Final = "COUNT_RECORDS_MAX_BYTES"
+
+
+INSTANCE_TYPE: Final = re.compile(r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")
+BATCH_STRATEGIES: Final = ("MultiRecord", "SingleRecord")
+COUNT_RECORDS_MAX_BYTES: Final = 100 * 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """An environment variable is missing or invalid; the message names it, the bad value and the fix."""
+
+
+def required_env(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise SettingsError(f"{name} is not set: the batch stack sets it on the function; redeploy the stack")
+    return value
+
+
+def prefix_env(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default)
+    if not value or not value.endswith("/") or value.startswith("/"):
+        raise SettingsError(f"{name}={value!r}: expected an S3 key prefix ending in '/', e.g. {default!r}")
+    return value
+
+
+def int_env(env: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise SettingsError(f"{name} is not set: expected an integer from {low} to {high}")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise SettingsError(f"{name}={raw!r}: expected an integer from {low} to {high}")
+    return value
+
+
+@dataclass(frozen=True)
+class Target:
+    """One instance type a job may run on, with what the stack decided for it: the SageMaker model (of the right
+    container family) and the volume KMS key (None on instance types with local NVMe storage, which reject one)."""
+
+    instance_type: str
+    model_name: str
+    volume_kms_key: str | None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "instance_type": self.instance_type,
+            "model_name": self.model_name,
+            "volume_kms_key": self.volume_kms_key,
+        }
+
+
+def parse_targets(raw: str | None) -> tuple[Target, ...]:
+    """``BATCH_TARGETS``: a JSON list, most preferred first, of ``{instance_type, model_name, volume_kms_key}``."""
+    name = Env.BATCH_TARGETS
+    example = '[{"instance_type": "ml.m5.xlarge", "model_name": "m", "volume_kms_key": null}]'
+    if not raw:
+        raise SettingsError(f"{name} is not set: the batch stack sets it on the function, e.g. {example}")
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or not items:
+        raise SettingsError(f"{name}={raw!r}: expected a non-empty JSON list, e.g. {example}")
+    targets: list[Target] = []
+    for item in items:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("instance_type"), str)
+            or not INSTANCE_TYPE.match(item["instance_type"])
+            or not isinstance(item.get("model_name"), str)
+            or not item["model_name"]
+            or not isinstance(item.get("volume_kms_key"), str | None)
+        ):
+            raise SettingsError(f"{name} entry {item!r}: expected e.g. {example}")
+        targets.append(Target(item["instance_type"], item["model_name"], item.get("volume_kms_key") or None))
+    if len({t.instance_type for t in targets}) != len(targets):
+        raise SettingsError(f"{name}={raw!r}: each instance type may be listed once")
+    return tuple(targets)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriggerSettings:
+    """The trigger function's configuration, read once from its environment (set by ``stacks/batch.py``)."""
+
+    bucket: str
+    input_prefix: str = PREFIXES.input
+    output_prefix: str = PREFIXES.output
+    errors_prefix: str = PREFIXES.errors
+    manifest_prefix: str = PREFIXES.manifests
+    claims_table: str
+    queue_url: str
+    job_name_prefix: str
+    targets: tuple[Target, ...]  # most preferred first
+    instance_count: int = 1
+    max_concurrent_jobs: int = 2
+    max_payload_mb: int = 1
+    max_concurrent_transforms: int = 1
+    model_timeout_seconds: int = 3600
+    model_retries: int = 1
+    kms_key_arn: str
+    refusal_ttl_seconds: int = 6 * 3600  # how long a quota refusal of an instance type is remembered
+    window_seconds: int = 60
+    max_files_per_job: int = 1000
+    claim_ttl_seconds: int = 15 * 86_400
+    claim_grace_seconds: int = 300
+    backoff_base_seconds: int = 60
+    backoff_max_seconds: int = 900
+    # MultiRecord: our handler answers a JSON Lines mini-batch line for line. SingleRecord: one line per request as
+    # application/json, for the toolkit's stock handler (model_source=hub ships no handler).
+    batch_strategy: str = "MultiRecord"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TriggerSettings:
+        prefix = required_env(env, Env.JOB_NAME_PREFIX)
+        if not JOB_PREFIX.match(prefix):
+            raise SettingsError(
+                f"{Env.JOB_NAME_PREFIX}={prefix!r}: expected 1-{MAX_JOB_PREFIX} lower-case letters, digits and "
+                "single hyphens, e.g. 'zeroshot-batch'"
+            )
+        d = cls  # the defaults above
+        settings = cls(
+            bucket=required_env(env, Env.BUCKET_NAME),
+            input_prefix=prefix_env(env, Env.INPUT_PREFIX, PREFIXES.input),
+            output_prefix=prefix_env(env, Env.OUTPUT_PREFIX, PREFIXES.output),
+            errors_prefix=prefix_env(env, Env.ERRORS_PREFIX, PREFIXES.errors),
+            manifest_prefix=prefix_env(env, Env.MANIFEST_PREFIX, PREFIXES.manifests),
+            claims_table=required_env(env, Env.CLAIMS_TABLE),
+            queue_url=required_env(env, Env.QUEUE_URL),
+            job_name_prefix=prefix,
+            targets=parse_targets(env.get(Env.BATCH_TARGETS)),
+            instance_count=int_env(env, Env.INSTANCE_COUNT, d.instance_count, 1, 100),
+            max_concurrent_jobs=int_env(env, Env.MAX_CONCURRENT_JOBS, d.max_concurrent_jobs, 1, 100),
+            max_payload_mb=int_env(env, Env.MAX_PAYLOAD_MB, d.max_payload_mb, 1, 100),
+            max_concurrent_transforms=int_env(env, Env.MAX_CONCURRENT_TRANSFORMS, d.max_concurrent_transforms, 1, 100),
+            model_timeout_seconds=int_env(env, Env.MODEL_TIMEOUT_SECONDS, d.model_timeout_seconds, 1, 3600),
+            model_retries=int_env(env, Env.MODEL_RETRIES, d.model_retries, 0, 3),
+            kms_key_arn=required_env(env, Env.KMS_KEY_ARN),
+            refusal_ttl_seconds=int_env(env, Env.QUOTA_REFUSAL_TTL_SECONDS, d.refusal_ttl_seconds, 60, 7 * 86_400),
+            window_seconds=int_env(env, Env.BATCH_WINDOW_SECONDS, d.window_seconds, 0, 300),
+            max_files_per_job=int_env(env, Env.MAX_FILES_PER_JOB, d.max_files_per_job, 1, 10_000),
+            claim_ttl_seconds=int_env(env, Env.CLAIM_TTL_SECONDS, d.claim_ttl_seconds, 3600, 366 * 86_400),
+            claim_grace_seconds=int_env(env, Env.CLAIM_GRACE_SECONDS, d.claim_grace_seconds, 1, 86_400),
+            backoff_base_seconds=int_env(
+                env, Env.BACKOFF_BASE_SECONDS, d.backoff_base_seconds, 1, MAX_VISIBILITY_SECONDS
+            ),
+            backoff_max_seconds=int_env(env, Env.BACKOFF_MAX_SECONDS, d.backoff_max_seconds, 1, MAX_VISIBILITY_SECONDS),
+            batch_strategy=env.get(Env.BATCH_STRATEGY, d.batch_strategy),
+        )
+        if settings.batch_strategy not in BATCH_STRATEGIES:
+            raise SettingsError(
+                f"{Env.BATCH_STRATEGY}={settings.batch_strategy!r}: expected {' or '.join(BATCH_STRATEGIES)}"
+            )
+        if settings.max_payload_mb * settings.max_concurrent_transforms > 100:
+            raise SettingsError(
+                f"{Env.MAX_PAYLOAD_MB}={settings.max_payload_mb} × {Env.MAX_CONCURRENT_TRANSFORMS}="
+                f"{settings.max_concurrent_transforms} exceeds SageMaker's limit of 100: lower one of them"
+            )
+        if len({settings.input_prefix, settings.output_prefix, settings.errors_prefix, settings.manifest_prefix}) < 4:
+            raise SettingsError(
+                f"{Env.INPUT_PREFIX}, {Env.OUTPUT_PREFIX}, {Env.ERRORS_PREFIX} and {Env.MANIFEST_PREFIX} must differ"
+            )
+        for other in (settings.output_prefix, settings.errors_prefix, settings.manifest_prefix):
+            if other.startswith(settings.input_prefix) or settings.input_prefix.startswith(other):
+                raise SettingsError(
+                    f"{Env.INPUT_PREFIX}={settings.input_prefix!r} overlaps {other!r}: outputs written there would "
+                    "trigger new jobs; keep the prefixes disjoint"
+                )
+        return settings
+
+    def target(self, instance_type: str) -> Target:
+        return next(t for t in self.targets if t.instance_type == instance_type)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutcomeSettings:
+    """The job-outcome function's configuration, read once from its environment (set by ``stacks/batch.py``)."""
+
+    bucket: str
+    input_prefix: str = PREFIXES.input
+    output_prefix: str = PREFIXES.output
+    errors_prefix: str = PREFIXES.errors
+    manifest_prefix: str = PREFIXES.manifests
+    job_name_prefix: str
+    topic_arn: str
+    count_records_max_bytes: int = COUNT_RECORDS_MAX_BYTES
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OutcomeSettings:
+        raw_limit = env.get(Env.COUNT_RECORDS_MAX_BYTES, str(COUNT_RECORDS_MAX_BYTES))
+        if not raw_limit.isdigit():
+            raise SettingsError(
+                f"{Env.COUNT_RECORDS_MAX_BYTES}={raw_limit!r}: expected a number of bytes (0 = never count)"
+            )
+        return cls(
+            bucket=required_env(env, Env.BUCKET_NAME),
+            input_prefix=prefix_env(env, Env.INPUT_PREFIX, PREFIXES.input),
+            output_prefix=prefix_env(env, Env.OUTPUT_PREFIX, PREFIXES.output),
+            errors_prefix=prefix_env(env, Env.ERRORS_PREFIX, PREFIXES.errors),
+            manifest_prefix=prefix_env(env, Env.MANIFEST_PREFIX, PREFIXES.manifests),
+            job_name_prefix=required_env(env, Env.JOB_NAME_PREFIX),
+            topic_arn=required_env(env, Env.TOPIC_ARN),
+            count_records_max_bytes=int(raw_limit),
+        )
