@@ -33,6 +33,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 import zstc  # the command's options are zstc.cli's, resolved when typer reads the signature (no import cycle)
 from zstc.stack import DEFAULT_STACK_NAME, StackOutputs
+from zstc_contract.layout import OUTPUT_SUFFIX, key_prefix, output_key
+from zstc_contract.manifest import decode_manifest
+from zstc_contract.settings import Env
+from zstc_contract.status import SUCCEEDED, StatusRecord
+from zstc_contract.uri import s3_uri, split_uri
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,7 +64,6 @@ SMOKE_TEXTS: Final = (
 )
 ENDPOINT_TEXT: Final = "Drink more water and sleep eight hours"
 DEFAULT_SMOKE_TIMEOUT: Final = 3600.0  # a transform job takes minutes to start its instances
-OUTPUT_SUFFIX: Final = ".out"  # SageMaker appends it to every output object of a transform
 
 # What a check says.
 OK: Final = "ok"
@@ -227,7 +231,7 @@ def batch_capacity_from_env(env: Mapping[str, str], source: str) -> BatchCapacit
     """The batch instance types and counts of a trigger function's environment (``BATCH_TARGETS``, a JSON list of
     ``{instance_type, ...}``, or the single ``INSTANCE_TYPE`` of earlier versions); None when it names none."""
     types: list[str] = []
-    raw_targets = env.get("BATCH_TARGETS")
+    raw_targets = env.get(Env.BATCH_TARGETS)
     if raw_targets:
         try:
             targets = json.loads(raw_targets)
@@ -235,14 +239,14 @@ def batch_capacity_from_env(env: Mapping[str, str], source: str) -> BatchCapacit
             targets = []
         if isinstance(targets, list):
             types = [str(t["instance_type"]) for t in targets if isinstance(t, dict) and t.get("instance_type")]
-    if not types and env.get("INSTANCE_TYPE"):
-        types = [env["INSTANCE_TYPE"]]
+    if not types and env.get(Env.INSTANCE_TYPE):
+        types = [env[Env.INSTANCE_TYPE]]
     if not types:
         return None
     return BatchCapacity(
         instance_types=tuple(dict.fromkeys(types)),
-        instance_count=_positive_int(env.get("INSTANCE_COUNT"), 1),
-        max_concurrent_jobs=_positive_int(env.get("MAX_CONCURRENT_JOBS"), 1),
+        instance_count=_positive_int(env.get(Env.INSTANCE_COUNT), 1),
+        max_concurrent_jobs=_positive_int(env.get(Env.MAX_CONCURRENT_JOBS), 1),
         source=source,
     )
 
@@ -277,7 +281,7 @@ def find_batch_capacity(
                 if note not in notes:
                     notes.append(note)
                 continue
-            if env.get("JOB_NAME_PREFIX") != stack.transform_job_prefix:
+            if env.get(Env.JOB_NAME_PREFIX) != stack.transform_job_prefix:
                 continue
             capacity = batch_capacity_from_env(env, f"the trigger function {name}")
             if capacity is not None:
@@ -418,21 +422,17 @@ class OutputNaming:
     also: tuple[str, ...] = ()
 
 
-def _as_key_prefix(prefix: str) -> str:
-    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
-
-
 def naming_candidates(input_key: str, source_prefix: str, output_prefix: str) -> dict[str, str]:
     """The output key each naming form gives ``input_key``: ``<output prefix><name>.out`` with name = the key
     relative to the job's input prefix (``source_prefix``), its last path segment, or the whole key."""
-    out = _as_key_prefix(output_prefix)
-    source = _as_key_prefix(source_prefix)
+    out = key_prefix(output_prefix)
+    source = key_prefix(source_prefix)
     names = {
         "relative key": input_key[len(source) :] if source and input_key.startswith(source) else None,
         "base name": input_key.rsplit("/", 1)[-1],
         "full key": input_key,
     }
-    return {form: out + name + OUTPUT_SUFFIX for form, name in names.items() if name}
+    return {form: output_key(out, name) for form, name in names.items() if name}
 
 
 def match_output_naming(
@@ -488,20 +488,14 @@ class SmokeResult:
     job_name: str | None = None
 
 
-def _s3_location(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
 def _source_prefix(s3: Any, description: dict[str, Any]) -> str:
     """Key prefix the job's inputs are named relative to: the manifest's ``prefix`` entry, or the S3 prefix."""
     source = description.get("TransformInput", {}).get("DataSource", {}).get("S3DataSource", {})
     uri = str(source.get("S3Uri", ""))
     if source.get("S3DataType") == "ManifestFile":
-        bucket, key = _s3_location(uri)
-        entries = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        uri = str(entries[0]["prefix"]) if entries and isinstance(entries[0], dict) else ""
-    return _s3_location(uri)[1]
+        bucket, key = split_uri(uri)
+        uri = decode_manifest(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).prefix
+    return split_uri(uri)[1]
 
 
 def _list_keys(s3: Any, bucket: str, prefix: str, limit: int = 1000) -> list[str]:
@@ -511,7 +505,7 @@ def _list_keys(s3: Any, bucket: str, prefix: str, limit: int = 1000) -> list[str
 
 def produced_objects(s3: Any, bucket: str, output_prefix: str, input_key: str, source_prefix: str) -> list[str]:
     """The job's output location, listed: under each candidate name (bounded even where many jobs share it)."""
-    keys: set[str] = set(_list_keys(s3, bucket, _as_key_prefix(output_prefix), limit=1000))
+    keys: set[str] = set(_list_keys(s3, bucket, key_prefix(output_prefix), limit=1000))
     for candidate in naming_candidates(input_key, source_prefix, output_prefix).values():
         keys.update(_list_keys(s3, bucket, candidate.removesuffix(OUTPUT_SUFFIX), limit=100))
     return sorted(keys)
@@ -559,7 +553,7 @@ def run_smoke(
         prepared = inputs.prepare(write_smoke_file(Path(folder)), inputs.Options(labels=SMOKE_LABELS))
         submission = submit.start(aws, stack, prepared, resume=False)
     state = submission.state
-    uri = f"s3://{state.bucket}/{state.key}"
+    uri = s3_uri(state.bucket, state.key)
     say(f"smoke file uploaded to {uri}; waiting up to {timeout:.0f} s for its status record")
     watcher = submit.Watcher(s3=s3, sagemaker=sagemaker, stack=stack, state=state)
     stages: list[str] = []
@@ -607,15 +601,15 @@ def run_smoke(
                     job_name=state.job_name,
                 )
             sleep(poll)
-    status = json.loads(s3.get_object(Bucket=stack.bucket, Key=success_key)["Body"].read())
+    status = StatusRecord.decode(s3.get_object(Bucket=stack.bucket, Key=success_key)["Body"].read())
     # The watcher stops at the output and may not have looked the job up: the status record names it.
-    state.job_name = str(status.get("job_name") or "") or state.job_name or watcher.find_job()
+    state.job_name = status.job_name or state.job_name or watcher.find_job()
     took = _seconds(uploaded, status_head.get("LastModified"))
     took_text = f"{took:.0f} s from drop to status" if took is not None else "time unknown"
-    state_text = str(status.get("state", "?"))
-    records, record_errors = status.get("records"), status.get("record_errors")
+    state_text = status.state or "?"
+    records, record_errors = status.records, status.record_errors
     checks: list[Check] = []
-    if state_text == "Succeeded" and records == len(SMOKE_TEXTS) and not record_errors:
+    if state_text == SUCCEEDED and records == len(SMOKE_TEXTS) and not record_errors:
         checks.append(Check(name, OK, f"{state_text}: {records} of {len(SMOKE_TEXTS)} records, {took_text} ({uri})"))
     else:
         checks.append(
@@ -623,7 +617,7 @@ def run_smoke(
                 name,
                 FAIL,
                 f"{state_text}: records {records}, record errors {record_errors}, {took_text}; "
-                f"{status.get('reason', '')} (s3://{stack.bucket}/{success_key})".strip(),
+                f"{status.reason or ''} ({s3_uri(stack.bucket, success_key)})".strip(),
                 "read the output's error lines and the job's CloudWatch logs (/aws/sagemaker/TransformJobs)",
             )
         )
@@ -653,7 +647,7 @@ def naming_check(
     try:
         description = sagemaker.describe_transform_job(TransformJobName=job_name)
         output_uri = str(description.get("TransformOutput", {}).get("S3OutputPath", ""))
-        bucket, output_prefix = _s3_location(output_uri)
+        bucket, output_prefix = split_uri(output_uri)
         source_prefix = _source_prefix(s3, description)
         produced = produced_objects(s3, bucket, output_prefix, input_key, source_prefix)
     except (ClientError, BotoCoreError, ValueError, KeyError, IndexError) as error:

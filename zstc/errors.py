@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 class ZstcError(Exception):
@@ -90,8 +87,3 @@ def aws_errors(region: str | None = None) -> Iterator[None]:
         if message is None:
             raise
         raise AwsSetupError(message) from error
-
-
-def call(fn: Callable[[], T], *, region: str | None = None) -> T:
-    with aws_errors(region):
-        return fn()

@@ -66,7 +66,7 @@ class Options:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Record:
+class InputRecord:
     """One input line or row, as sent."""
 
     line: int  # 1-based line (JSON Lines) or data row (CSV) of the source file
@@ -90,7 +90,7 @@ class PreparedInput:
     count: int = 0
     size: int = 0  # bytes of the converted body
     sha256: str = ""
-    problems: list[Record] = field(default_factory=list)  # the first KEPT_PROBLEMS of them
+    problems: list[InputRecord] = field(default_factory=list)  # the first KEPT_PROBLEMS of them
     problem_count: int = 0
     warnings: list[str] = field(default_factory=list)
     _body: IO[bytes] | None = None
@@ -107,12 +107,12 @@ class PreparedInput:
         """The whole converted body in memory: for small files and tests; uploads stream ``open_body()``."""
         return self.open_body().read()
 
-    def iter_records(self) -> Iterator[Record]:
+    def iter_records(self) -> Iterator[InputRecord]:
         """The records again, read from the source file (nothing is kept in memory between calls)."""
         return _records(self.path, self.format, self.options, self.columns)
 
     @property
-    def records(self) -> list[Record]:
+    def records(self) -> list[InputRecord]:
         """All records in a list: for small files and tests; stream with ``iter_records()``."""
         return list(self.iter_records())
 
@@ -229,7 +229,7 @@ def _convert(prepared: PreparedInput) -> IO[bytes]:
     body: IO[bytes] = tempfile.TemporaryFile(prefix="zstc-body-")  # noqa: SIM115 - owned by the PreparedInput
     digest = hashlib.sha256()
     count = size = problem_count = 0
-    problems: list[Record] = []
+    problems: list[InputRecord] = []
     stats: dict[str, Any] = {"blank": 0}
     try:
         for record in _records(prepared.path, prepared.format, prepared.options, prepared.columns, stats):
@@ -280,7 +280,7 @@ def _convert(prepared: PreparedInput) -> IO[bytes]:
 
 def _records(
     path: Path, fmt: Format, options: Options, columns: list[str], stats: dict[str, Any] | None = None
-) -> Iterator[Record]:
+) -> Iterator[InputRecord]:
     stats = stats if stats is not None else {"blank": 0}
     if fmt == "csv":
         return _csv_records(path, options, columns, stats)
@@ -314,7 +314,7 @@ def _check_encodable(path: Path, number: int, payload: str) -> None:
         ) from None
 
 
-def _jsonl_records(path: Path, options: Options, stats: dict[str, Any]) -> Iterator[Record]:
+def _jsonl_records(path: Path, options: Options, stats: dict[str, Any]) -> Iterator[InputRecord]:
     for number, raw in iter_lines(path, options.encoding):
         line = raw.rstrip("\n").rstrip("\r")
         if not line.strip():
@@ -323,7 +323,7 @@ def _jsonl_records(path: Path, options: Options, stats: dict[str, Any]) -> Itera
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as error:
-            yield Record(
+            yield InputRecord(
                 line=number,
                 id=str(number),
                 payload=line,
@@ -333,7 +333,7 @@ def _jsonl_records(path: Path, options: Options, stats: dict[str, Any]) -> Itera
             )
             continue
         if not isinstance(obj, dict):
-            yield Record(
+            yield InputRecord(
                 line=number, id=str(number), payload=line, text=None, problem="not a JSON object", start_line=number
             )
             continue
@@ -357,7 +357,7 @@ def _jsonl_records(path: Path, options: Options, stats: dict[str, Any]) -> Itera
         except ValueError:  # NaN elsewhere in the record is fine for json.dumps; this is belt and braces
             payload = line
         _check_encodable(path, number, payload)
-        yield Record(
+        yield InputRecord(
             line=number,
             id=record_id,
             payload=payload,
@@ -471,7 +471,7 @@ def _csv_header(path: Path, options: Options) -> list[str]:
     return columns
 
 
-def _csv_records(path: Path, options: Options, columns: list[str], stats: dict[str, Any]) -> Iterator[Record]:
+def _csv_records(path: Path, options: Options, columns: list[str], stats: dict[str, Any]) -> Iterator[InputRecord]:
     text_column = _column(path, columns, options.text_column, "--text-column")
     id_column = _column(path, columns, options.id_column, "--id-column") if options.id_column else None
     label_column = _column(path, columns, options.label_column, "--label-column") if options.label_column else None
@@ -502,6 +502,6 @@ def _csv_records(path: Path, options: Options, columns: list[str], stats: dict[s
         elif not parameters.get("candidate_labels"):
             problem = f"no labels in '{label_column}'"
         payload = _dumps({"id": record_id, "inputs": body, "parameters": parameters})
-        yield Record(
+        yield InputRecord(
             line=number, id=record_id, payload=payload, text=body, problem=problem, row=clean, start_line=start
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,6 +9,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from zstc.stack import StackOutputs
+from zstc_contract.jobs import COMPLETED
+from zstc_contract.layout import key_prefix, output_key, relative_key, status_key
+from zstc_contract.manifest import decode_manifest
+from zstc_contract.status import StatusRecord
+from zstc_contract.uri import split_uri
 
 
 @dataclass(kw_only=True)
@@ -45,25 +49,25 @@ class JobRow:
         }
 
 
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
 def job_inputs(s3: Any, description: dict[str, Any]) -> list[str]:
+    """The s3:// URIs of a job's inputs: its manifest's entries, or its S3 prefix ([] when unreadable)."""
     source = description.get("TransformInput", {}).get("DataSource", {}).get("S3DataSource", {})
     uri = source.get("S3Uri", "")
     if source.get("S3DataType") != "ManifestFile":
         return [uri] if uri else []
-    bucket, key = _split(uri)
     try:
-        entries = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        bucket, key = split_uri(uri)
+        return decode_manifest(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).uris()
     except (ClientError, ValueError):
         return []
-    if not entries or not isinstance(entries[0], dict):
-        return []
-    prefix = str(entries[0].get("prefix", ""))
-    return [prefix + str(entry) for entry in entries[1:]]
+
+
+def read_status(s3: Any, bucket: str, key: str) -> StatusRecord | None:
+    """The status record at ``key``, or None when there is none (or it cannot be read)."""
+    try:
+        return StatusRecord.decode(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except (ClientError, ValueError):
+        return None
 
 
 def count_lines(s3: Any, bucket: str, key: str) -> int | None:
@@ -80,32 +84,26 @@ def count_lines(s3: Any, bucket: str, key: str) -> int | None:
     return count + (1 if pending.strip() else 0)
 
 
-def _status_records(s3: Any, bucket: str, key: str) -> int | None:
-    try:
-        record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except (ClientError, ValueError):
-        return None
-    value = record.get("records") if isinstance(record, dict) else None
-    return value if isinstance(value, int) else None
-
-
 def records_of(s3: Any, stack: StackOutputs, description: dict[str, Any], inputs: list[str]) -> int | None:
     """Records in the job's outputs (one output line per input line), or None while they are not all there."""
-    if description.get("TransformJobStatus") != "Completed":
+    if description.get("TransformJobStatus") != COMPLETED:
         return None
-    output_path = description.get("TransformOutput", {}).get("S3OutputPath", "")
-    out_bucket, out_prefix = _split(output_path)
+    try:
+        out_bucket, out_path = split_uri(description.get("TransformOutput", {}).get("S3OutputPath", ""))
+    except ValueError:
+        return None
+    out_prefix = key_prefix(out_path.rstrip("/"))
     total = 0
     for uri in inputs:
-        _, key = _split(uri)
-        if not key.startswith(stack.input_prefix):
+        try:
+            relative = relative_key(split_uri(uri)[1], stack.input_prefix)
+        except ValueError:
             return None
-        relative = key[len(stack.input_prefix) :]
-        output_key = (out_prefix.rstrip("/") + "/" if out_prefix else "") + relative + ".out"
         # the job-outcome function's status record counts them already; count the output only without it
-        lines = _status_records(s3, out_bucket, output_key.removesuffix(".out") + ".status.json")
+        status = read_status(s3, out_bucket, status_key(out_prefix, relative))
+        lines = status.records if status is not None else None
         if lines is None:
-            lines = count_lines(s3, out_bucket, output_key)
+            lines = count_lines(s3, out_bucket, output_key(out_prefix, relative))
         if lines is None:
             return None
         total += lines

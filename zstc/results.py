@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from zstc.inputs import PreparedInput, Record
+from zstc.inputs import InputRecord, PreparedInput
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +76,7 @@ def parse_output(body: bytes) -> list[dict[str, Any] | str]:
     return list(iter_output(body.split(b"\n")))
 
 
-def result_for(record: Record, output: dict[str, Any] | str | None) -> Result:
+def result_for(record: InputRecord, output: dict[str, Any] | str | None) -> Result:
     """One record's result from its output line (None: no line came back)."""
 
     def make(labels: list[str], scores: list[float], error: str | None = None) -> Result:
@@ -96,7 +96,7 @@ def result_for(record: Record, output: dict[str, Any] | str | None) -> Result:
     return make(labels=[str(label) for label in labels], scores=[float(score) for score in scores])
 
 
-def _matches(record: Record, out: dict[str, Any] | str) -> bool:
+def _matches(record: InputRecord, out: dict[str, Any] | str) -> bool:
     return not isinstance(out, dict) or out.get("id") in (None, record.id) or str(out.get("id")) == record.id
 
 

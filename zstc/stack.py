@@ -10,6 +10,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from zstc.errors import AwsSetupError, aws_errors
+from zstc_contract import layout
 
 DEFAULT_STACK_NAME = "ZeroShotClassification"
 REQUIRED_OUTPUTS = (
@@ -68,17 +69,15 @@ class StackOutputs:
 
     def output_key(self, input_key: str) -> str:
         """``input/a/b.jsonl`` -> ``output/a/b.jsonl.out`` (where SageMaker batch transform writes it)."""
-        return self.output_prefix + self.relative(input_key) + ".out"
+        return layout.output_key(self.output_prefix, self.relative(input_key))
 
     def status_keys(self, input_key: str) -> tuple[str, str]:
         """(success, failure) locations of the status record the job-outcome function writes for an input."""
         relative = self.relative(input_key)
-        return self.output_prefix + relative + ".status.json", self.errors_prefix + relative + ".status.json"
+        return layout.status_key(self.output_prefix, relative), layout.status_key(self.errors_prefix, relative)
 
     def relative(self, input_key: str) -> str:
-        if not input_key.startswith(self.input_prefix):
-            raise ValueError(f"{input_key!r} is not under the input prefix {self.input_prefix!r}")
-        return input_key[len(self.input_prefix) :]
+        return layout.relative_key(input_key, self.input_prefix)
 
 
 def _as_prefix(value: str) -> str:

@@ -22,11 +22,13 @@ from botocore.exceptions import ClientError
 from zstc import results
 from zstc.errors import InputError, JobFailedError, StillWaitingError, ZstcError
 from zstc.inputs import Options, PreparedInput
+from zstc.jobs import job_inputs, read_status
 from zstc.stack import StackOutputs, client
+from zstc_contract.jobs import COMPLETED, FAILED_JOB_STATES
+from zstc_contract.uri import s3_uri, split_uri
 
 STATE_VERSION = 1
 SUBMIT_FOLDER = "zstc"  # uploads land under <input prefix>zstc/
-TERMINAL_JOB_STATES = ("Completed", "Failed", "Stopped")
 
 
 def state_path(path: Path) -> Path:
@@ -151,27 +153,15 @@ class Progress:
     detail: str = ""
 
 
-def _s3_uri(uri: str) -> tuple[str, str]:
-    without = uri.removeprefix("s3://")
-    bucket, _, key = without.partition("/")
-    return bucket, key
-
-
 def job_covers(s3: Any, description: dict[str, Any], bucket: str, key: str) -> bool:
     """Whether a transform job's input includes ``s3://bucket/key`` (an S3 prefix, or a manifest listing it)."""
     source = description.get("TransformInput", {}).get("DataSource", {}).get("S3DataSource", {})
-    uri = source.get("S3Uri", "")
     if source.get("S3DataType") == "ManifestFile":
-        manifest_bucket, manifest_key = _s3_uri(uri)
-        try:
-            entries = json.loads(s3.get_object(Bucket=manifest_bucket, Key=manifest_key)["Body"].read())
-        except (ClientError, ValueError):
-            return False
-        if not entries or not isinstance(entries[0], dict):
-            return False
-        prefix = entries[0].get("prefix", "")
-        return f"s3://{bucket}/{key}" in {prefix + str(entry) for entry in entries[1:]}
-    source_bucket, source_prefix = _s3_uri(uri)
+        return s3_uri(bucket, key) in job_inputs(s3, description)
+    try:
+        source_bucket, source_prefix = split_uri(source.get("S3Uri", ""))
+    except ValueError:
+        return False
     return source_bucket == bucket and key.startswith(source_prefix)
 
 
@@ -211,33 +201,20 @@ class Watcher:
                 return False
             raise
 
-    def _read_json(self, key: str) -> dict[str, Any]:
-        try:
-            data = json.loads(self.s3.get_object(Bucket=self.stack.bucket, Key=key)["Body"].read())
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
-
     def poll(self) -> tuple[Progress, str | None]:
         """One look. Returns the progress and, when ready, the output's key. Raises JobFailedError on failure."""
         state = self.state
         output_key = self.stack.output_key(state.key)
         _, failure_key = self.stack.status_keys(state.key)
         if self._exists(output_key):
-            return Progress(stage="outputs ready", job_name=state.job_name, job_state="Completed"), output_key
+            return Progress(stage="outputs ready", job_name=state.job_name, job_state=COMPLETED), output_key
         if self._exists(failure_key):
-            record = self._read_json(failure_key)
-            reason = (
-                record.get("failure_reason")
-                or record.get("FailureReason")
-                or record.get("reason")
-                or record.get("message")
-                or json.dumps(record)[:300]
-            )
-            job = record.get("job_name") or record.get("TransformJobName") or state.job_name or "?"
+            record = read_status(self.s3, self.stack.bucket, failure_key)
+            reason = (record.reason if record else None) or "the status record gives no reason"
+            job = (record.job_name if record else None) or state.job_name or "?"
             raise JobFailedError(
                 f"{state.file} failed in transform job {job}: {reason} "
-                f"(status record s3://{self.stack.bucket}/{failure_key})"
+                f"(status record {s3_uri(self.stack.bucket, failure_key)})"
             )
         if not state.job_name:
             state.job_name = self.find_job()
@@ -245,7 +222,7 @@ class Watcher:
             return Progress(stage="queued", detail="waiting for the batch trigger to start a transform job"), None
         description = self.sagemaker.describe_transform_job(TransformJobName=state.job_name)
         job_state = description.get("TransformJobStatus", "?")
-        if job_state in ("Failed", "Stopped"):
+        if job_state in FAILED_JOB_STATES:
             # the job-outcome function writes the status record shortly after; give it a poll or two
             reason = description.get("FailureReason", "no reason given")
             return Progress(stage=f"job {job_state}", job_name=state.job_name, job_state=job_state, detail=reason), None
@@ -268,7 +245,7 @@ def wait_for_output(
         on_progress(progress)
         if output_key is not None:
             return output_key
-        if progress.job_state in ("Failed", "Stopped"):
+        if progress.job_state in FAILED_JOB_STATES:
             failed_since = failed_since or time.monotonic()
             if time.monotonic() - failed_since > max(30.0, 3 * poll_seconds):
                 raise JobFailedError(
@@ -313,7 +290,7 @@ class Submission:
 
     @property
     def uri(self) -> str:
-        return f"s3://{self.state.bucket}/{self.state.key}"
+        return s3_uri(self.state.bucket, self.state.key)
 
 
 def pending(state_file: Path, prepared: PreparedInput) -> SubmitState | None:

@@ -29,5 +29,5 @@ def decode_manifest(body: bytes | str) -> Manifest:
     """The manifest in ``body``; ValueError when it is not one (not JSON, or no leading ``{"prefix": ...}``)."""
     data = json.loads(body)
     if not isinstance(data, list) or not data or not isinstance(data[0], dict) or "prefix" not in data[0]:
-        raise ValueError("the manifest does not start with a {'prefix': ...} element")
+        raise ValueError("not a manifest: it does not start with a {'prefix': ...} element")
     return Manifest(str(data[0]["prefix"]), tuple(str(entry) for entry in data[1:]))

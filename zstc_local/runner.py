@@ -20,7 +20,6 @@ What it does not do: several instances or concurrent transforms, data/output fil
 from __future__ import annotations
 
 import gzip
-import json
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +28,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from zstc_contract.layout import OUTPUT_SUFFIX
+from zstc_contract.manifest import decode_manifest
+from zstc_contract.uri import s3_uri, split_uri
 
 Invoke = Callable[[bytes, str, str, float], bytes]
 MIB = 1024 * 1024
@@ -70,7 +73,9 @@ class ObjectOutcome:
 
 
 @dataclass(kw_only=True)
-class JobOutcome:
+class TransformRun:
+    """What one emulated transform job did: its final state and each input object's outcome."""
+
     job_name: str
     status: str  # Completed | Failed
     failure_reason: str | None = None
@@ -81,11 +86,6 @@ class JobOutcome:
     @property
     def records(self) -> int:
         return sum(item.records for item in self.objects)
-
-
-def _split_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def _join_uri(base: str, relative: str) -> str:
@@ -102,13 +102,14 @@ class LocalTransformRunner:
     def inputs(self, description: dict[str, Any]) -> list[tuple[str, str, str]]:
         """(bucket, key, relative path used for the output name) of every input object."""
         source = description["TransformInput"]["DataSource"]["S3DataSource"]
-        bucket, key = _split_uri(source["S3Uri"])
+        bucket, key = split_uri(source["S3Uri"])
         if source.get("S3DataType") == "ManifestFile":
-            entries = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-            if not entries or not isinstance(entries[0], dict) or "prefix" not in entries[0]:
-                raise ValueError(f"manifest s3://{bucket}/{key} does not start with a {{'prefix': ...}} element")
-            prefix_bucket, prefix_key = _split_uri(entries[0]["prefix"])
-            return [(prefix_bucket, prefix_key + str(entry), str(entry)) for entry in entries[1:]]
+            try:
+                manifest = decode_manifest(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            except ValueError as error:
+                raise ValueError(f"manifest {s3_uri(bucket, key)}: {error}") from error
+            prefix_bucket, prefix_key = split_uri(manifest.prefix)
+            return [(prefix_bucket, prefix_key + entry, entry) for entry in manifest.entries]
         # S3Prefix: every object whose key starts with the prefix; output names keep the part after the prefix's
         # last "/" (an exact object key therefore keeps its file name)
         base = key[: key.rfind("/") + 1]
@@ -153,8 +154,8 @@ class LocalTransformRunner:
     def run_object(self, description: dict[str, Any], bucket: str, key: str, relative: str) -> ObjectOutcome:
         transform_input = description["TransformInput"]
         transform_output = description["TransformOutput"]
-        output_uri = _join_uri(transform_output["S3OutputPath"], relative) + ".out"
-        outcome = ObjectOutcome(input_uri=f"s3://{bucket}/{key}", output_uri=output_uri)
+        output_uri = _join_uri(transform_output["S3OutputPath"], relative) + OUTPUT_SUFFIX
+        outcome = ObjectOutcome(input_uri=s3_uri(bucket, key), output_uri=output_uri)
         content_type = transform_input.get("ContentType", "application/json")
         accept = transform_output.get("Accept", "application/json")
         max_payload = int(description.get("MaxPayloadInMB", 6)) * MIB
@@ -182,14 +183,14 @@ class LocalTransformRunner:
             return outcome
         assemble = transform_output.get("AssembleWith", "None")
         body = b"".join(parts) if assemble == "Line" else b"".join(part.rstrip(b"\n") for part in parts)
-        out_bucket, out_key = _split_uri(output_uri)
+        out_bucket, out_key = split_uri(output_uri)
         self.s3.put_object(Bucket=out_bucket, Key=out_key, Body=body)
         return outcome
 
     # --- the job -------------------------------------------------------------------------------------------------
 
-    def run(self, description: dict[str, Any]) -> JobOutcome:
-        job = JobOutcome(job_name=description["TransformJobName"], status="Completed")
+    def run(self, description: dict[str, Any]) -> TransformRun:
+        job = TransformRun(job_name=description["TransformJobName"], status="Completed")
         try:
             objects = self.inputs(description)
         except (ValueError, OSError, KeyError) as error:
@@ -215,7 +216,7 @@ def _millis(value: Any) -> Any:
 
 
 def state_change_event(
-    description: dict[str, Any], outcome: JobOutcome, *, region: str, account: str = "123456789012"
+    description: dict[str, Any], outcome: TransformRun, *, region: str, account: str = "123456789012"
 ) -> dict[str, Any]:
     """The EventBridge event SageMaker emits when the job reaches its final state (times in epoch milliseconds)."""
     keys = (
@@ -250,3 +251,7 @@ def state_change_event(
         "resources": [description.get("TransformJobArn", "")],
         "detail": detail,
     }
+
+
+# The old name, until zstc_local/pipeline.py (changed by another task right now) imports TransformRun.
+JobOutcome = TransformRun
