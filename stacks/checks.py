@@ -14,8 +14,6 @@ import jsii
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 from constructs import IConstruct
 
-NAG_PACKS = ("AwsSolutions", "HIPAA.Security", "NIST.800.53.R5")
-
 
 def add_compliance_checks(app: cdk.App) -> None:
     cdk.Validations.of(app).add_plugins(

@@ -47,7 +47,11 @@ def instance_family(instance_type: str) -> str:
 
 
 def has_nvme_storage(instance_type: str) -> bool:
-    """True when SageMaker refuses a volume KMS key on ``instance_type`` (the SDK's rule, see above)."""
+    """True when SageMaker refuses a volume KMS key on ``instance_type`` (the SDK's rule, see above).
+
+    Only instances have a volume: a serverless endpoint's config always takes the stack key, which SageMaker uses for
+    its copy of the container image (stacks/endpoint.py).
+    """
     family = instance_family(instance_type)
     return "d" in family or family.startswith(VOLUME_UNSUPPORTED_FAMILY_PREFIXES)
 
@@ -112,10 +116,6 @@ class Settings:
     def batch_instance_type(self) -> str:
         """The preferred (first) batch instance type."""
         return self.batch_instance_types[0]
-
-    @property
-    def endpoint_volume_encryptable(self) -> bool:
-        return self.endpoint_mode == "provisioned" and not has_nvme_storage(self.endpoint_instance_type)
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -23,9 +23,11 @@ class InferenceEndpoint(Construct):
     - ``provisioned``: ``endpoint_instance_type`` instances, between ``endpoint_min_instances`` and
       ``endpoint_max_instances``, scaled to keep ``endpoint_target_invocations`` invocations per instance per
       minute; optional data capture of requests and responses to ``capture/`` under the stack key.
-    The stack key encrypts the endpoint's storage (the ML storage volume; for serverless, the image copy), except on
-    instance types with local NVMe storage, where SageMaker rejects a volume key and the hardware encrypts the
-    instance store.
+    The endpoint config carries the stack key: SageMaker encrypts the ML storage volume of provisioned instances with
+    it and, for serverless, its copy of the container image (the KmsKeyId of a serverless endpoint config, SageMaker
+    developer guide "Create an endpoint configuration" for Serverless Inference). The one exception: instance types
+    with local NVMe storage, where SageMaker rejects a volume key and the hardware encrypts the instance store
+    (:func:`stacks.config.has_nvme_storage`).
     """
 
     def __init__(

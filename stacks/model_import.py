@@ -189,7 +189,6 @@ class ModelImport(Construct):
 
         self.model_data_url: str = self.resource.get_att_string("ModelDataUrl")
         """``s3://<bucket>/models/<model_id>/<revision>/<code hash>/model.tar.gz`` (a token)."""
-        self.artifact_sha256: str = self.resource.get_att_string("Sha256")
 
         self._acknowledge(bucket)
 

@@ -1,4 +1,4 @@
-"""The optional VPC (``vpc=true``): isolated subnets, no NAT, VPC endpoints for every AWS API the stack uses."""
+"""The optional VPC (``vpc=true``): isolated subnets, no NAT, VPC endpoints for the AWS APIs called from inside it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from constructs import Construct
 
 from stacks.checks import INLINE_POLICY_REASON, acknowledge
 
-# Interface endpoints the SageMaker containers and the stack's functions reach (no internet egress exists):
-# SageMaker API/runtime (functions), STS (credentials), CloudWatch Logs and metrics, ECR (image pulls), KMS,
-# SQS/SNS/EventBridge (batch path), Secrets Manager (importer token, if any).
+# Interface endpoints for what the SageMaker containers and the batch functions call from the isolated subnets (no
+# internet egress exists): SageMaker API (the trigger's transform jobs) and runtime (callers of the endpoint inside
+# the VPC), STS (credentials), CloudWatch Logs and metrics, ECR API and registry (image pulls), KMS (the stack key),
+# SQS (the trigger's queue) and SNS (the outcome function's notices). S3 and DynamoDB are gateway endpoints (below).
+# None for EventBridge (its rule invokes the outcome function; nothing in the VPC calls its API) nor Secrets Manager
+# (only the model importer reads the token, and it runs outside the VPC).
 INTERFACE_SERVICES = {
     "SageMakerApi": ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_API,
     "SageMakerRuntime": ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_RUNTIME,

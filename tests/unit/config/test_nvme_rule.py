@@ -1,14 +1,15 @@
 """The volume-key rule: SageMaker refuses a volume KMS key on instance types with local instance storage.
 
 The rule is the SageMaker Python SDK's ``volume_size_supported``; these tests pin our copy to it, case by case and
-over every instance type botocore's SageMaker model lists.
+over every instance type botocore's SageMaker model lists. What the endpoint config does with it:
+tests/infrastructure/test_endpoint_volume_key.py.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from stacks.config import Settings, has_nvme_storage
+from stacks.config import has_nvme_storage
 
 
 def sagemaker_instance_types() -> list[str]:
@@ -74,12 +75,3 @@ def test_the_rule_agrees_with_the_installed_sagemaker_sdk_on_every_instance_type
     assert len(instance_types) > 100  # botocore's model really was read
     disagreements = [t for t in instance_types if has_nvme_storage(t) is volume_size_supported(t)]
     assert disagreements == []
-
-
-@pytest.mark.parametrize(
-    ("endpoint_instance_type", "encryptable"),
-    [("ml.m5.xlarge", True), ("ml.inf2.xlarge", True), ("ml.g5.xlarge", False), ("ml.c6id.xlarge", False)],
-)
-def test_endpoint_volume_encryption_follows_the_rule(endpoint_instance_type, encryptable):
-    settings = Settings(endpoint_mode="provisioned", endpoint_instance_type=endpoint_instance_type)
-    assert settings.endpoint_volume_encryptable is encryptable
