@@ -1,6 +1,8 @@
 """The app's configuration: every setting is a CDK context value, read once here into a typed, validated object.
 
-Defaults live in ``cdk.json``; ``cdk deploy -c key=value`` overrides them. Values given on the command line arrive as
+Each setting's default is declared once, as the :class:`Settings` field default (error messages quote it from
+there); ``cdk.json`` lists every key with that value for the user to edit (a test keeps the two equal) and
+``cdk deploy -c key=value`` overrides it. Values given on the command line arrive as
 strings, so every parser below accepts both the JSON type and its string spelling (``"true"``, ``"2"``).
 Nothing below ``app.py`` reads context: constructs receive a :class:`Settings`.
 """
@@ -190,7 +192,14 @@ def _choice(options: tuple[str, ...]) -> Callable[[str, Any], str]:
     return parse
 
 
-def _integer(low: int, high: int, example: int) -> Callable[[str, Any], int]:
+def _default(key: str) -> Any:
+    """The :class:`Settings` default of ``key`` (the one declaration of each default)."""
+    return next(f.default for f in fields(Settings) if f.name == key)
+
+
+def _integer(low: int, high: int, example: int | None = None) -> Callable[[str, Any], int]:
+    """An integer in ``[low, high]``; error messages show ``example``, by default the setting's default."""
+
     def parse(key: str, raw: Any) -> int:
         value: int | None = None
         if isinstance(raw, int) and not isinstance(raw, bool):
@@ -198,20 +207,24 @@ def _integer(low: int, high: int, example: int) -> Callable[[str, Any], int]:
         elif isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()):
             value = int(raw.strip())
         if value is None or not low <= value <= high:
-            raise _fail(key, raw, f"an integer from {low} to {high}", str(example))
+            shown = example if example is not None else _default(key)
+            raise _fail(key, raw, f"an integer from {low} to {high}", str(shown))
         return value
 
     return parse
 
 
-def _number(low: float, high: float, example: float) -> Callable[[str, Any], float]:
+def _number(low: float, high: float, example: float | None = None) -> Callable[[str, Any], float]:
+    """A number in ``[low, high]``; error messages show ``example``, by default the setting's default."""
+
     def parse(key: str, raw: Any) -> float:
         try:
             value = float(raw) if not isinstance(raw, bool) else None
         except (TypeError, ValueError):
             value = None
         if value is None or not low <= value <= high:
-            raise _fail(key, raw, f"a number from {low:g} to {high:g}", f"{example:g}")
+            shown = example if example is not None else _default(key)
+            raise _fail(key, raw, f"a number from {low:g} to {high:g}", f"{shown:g}")
         return value
 
     return parse
@@ -314,33 +327,33 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "model_source": _choice(MODEL_SOURCES),
     "model_data_url": _optional(S3_URL, "an s3:// URL of a model.tar.gz", "s3://my-bucket/models/model.tar.gz"),
     "hf_token_secret": _optional(SECRET_NAME, "a Secrets Manager secret name", "hf/token"),
-    "inference_batch_size": _integer(1, 512, 16),
+    "inference_batch_size": _integer(1, 512),
     "hypothesis_template": _hypothesis_template,
     "endpoint_mode": _choice(ENDPOINT_MODES),
     "endpoint_instance_type": _INSTANCE,
-    "endpoint_min_instances": _integer(1, 100, 1),
-    "endpoint_max_instances": _integer(1, 100, 2),
-    "endpoint_target_invocations": _integer(1, 100000, 120),
-    "serverless_memory_mb": _integer(1024, 6144, 6144),
-    "serverless_max_concurrency": _integer(1, 200, 5),
+    "endpoint_min_instances": _integer(1, 100),
+    "endpoint_max_instances": _integer(1, 100),
+    "endpoint_target_invocations": _integer(1, 100000),
+    "serverless_memory_mb": _integer(1024, 6144),
+    "serverless_max_concurrency": _integer(1, 200),
     "data_capture": _boolean,
-    "data_capture_percent": _integer(1, 100, 100),
+    "data_capture_percent": _integer(1, 100),
     "batch_instance_types": _instance_types,
     "batch_instance_count": _integer(1, 100, 2),
-    "batch_window_seconds": _integer(0, 300, 60),
-    "batch_max_concurrent_jobs": _integer(1, 100, 2),
-    "batch_max_payload_mb": _integer(1, 100, 1),
-    "batch_model_timeout_seconds": _integer(1, 3600, 3600),
-    "batch_model_retries": _integer(0, 3, 1),
-    "batch_patience_hours": _integer(1, 336, 24),
+    "batch_window_seconds": _integer(0, 300),
+    "batch_max_concurrent_jobs": _integer(1, 100),
+    "batch_max_payload_mb": _integer(1, 100),
+    "batch_model_timeout_seconds": _integer(1, 3600),
+    "batch_model_retries": _integer(0, 3),
+    "batch_patience_hours": _integer(1, 336),
     "vpc": _boolean,
     "retain_data": _boolean,
     "output_expiry_days": _integer(0, 3650, 30),
-    "log_retention_days": _integer(1, 3653, 365),
+    "log_retention_days": _integer(1, 3653),
     "alarm_email": _optional(EMAIL, "an e-mail address or empty", "ops@example.com"),
-    "queue_age_alarm_minutes": _integer(1, 20160, 120),
-    "endpoint_5xx_alarm_percent": _number(0.01, 100, 1),
-    "endpoint_p99_latency_alarm_ms": _integer(1, 3600000, 10000),
+    "queue_age_alarm_minutes": _integer(1, 20160),
+    "endpoint_5xx_alarm_percent": _number(0.01, 100),
+    "endpoint_p99_latency_alarm_ms": _integer(1, 3600000),
 }
 
 # CloudWatch Logs accepts only these retention periods.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -96,6 +97,22 @@ def test_invalid_values_fail_with_key_value_and_example(context, message):
         Settings.from_context(context)
     assert message in str(error.value)
     assert "e.g. -c " in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [("batch_window_seconds", 301), ("inference_batch_size", 0), ("endpoint_5xx_alarm_percent", 0)],
+)
+def test_the_example_of_a_numeric_key_is_its_default_as_settings_declares_it(key, bad, monkeypatch):
+    # Given a different default in Settings (the one declaration) / When a bad value is given / Then it is quoted
+    default = getattr(Settings(), key)
+    field = next(f for f in dataclasses.fields(Settings) if f.name == key)
+    monkeypatch.setattr(field, "default", default * 3)
+
+    with pytest.raises(ConfigError) as error:
+        Settings.from_context({key: bad})
+
+    assert str(error.value).endswith(f"e.g. -c {key}={default * 3:g}")
 
 
 def test_vpc_with_serverless_endpoint_is_refused_with_the_fix():
