@@ -2,8 +2,8 @@
 
 Each setting's default is declared once, as the :class:`Settings` field default (error messages quote it from
 there); ``cdk.json`` lists every key with that value for the user to edit (a test keeps the two equal) and
-``cdk deploy -c key=value`` overrides it. Values given on the command line arrive as
-strings, so every parser below accepts both the JSON type and its string spelling (``"true"``, ``"2"``).
+``cdk deploy -c key=value`` overrides it. Values given on the command line arrive as strings, so every parser below
+accepts both the JSON type and its string spelling (``"true"``, ``"2"``).
 Nothing below ``app.py`` reads context: constructs receive a :class:`Settings`.
 """
 
