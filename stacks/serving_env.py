@@ -101,6 +101,11 @@ def hypothesis_template_problem(template: str) -> str | None:
     return None
 
 
+# Read by huggingface_hub (``constants.HF_HUB_OFFLINE``), which transformers 4.51.3 takes its offline mode from
+# (``transformers.utils.hub``: ``_is_offline_mode = huggingface_hub.constants.HF_HUB_OFFLINE``); it reads neither
+# variable itself, so the older ``TRANSFORMERS_OFFLINE`` (an alias huggingface_hub also accepts) adds nothing.
+HUB_OFFLINE_ENV: Final = "HF_HUB_OFFLINE"
+
 # Batch transform's MaxPayloadInMB is at most 100: accept any mini-batch it may send (default limit: 6.5 MB).
 MAX_PAYLOAD_MB: Final = 100
 # Answers repeat the text and add a score per label: for short texts with many one-letter labels a response can be
@@ -159,6 +164,7 @@ def serving_environment(
     timeout_seconds: int,
     hypothesis_template: str | None = None,
     max_batch_tokens: int | None = None,
+    hub_offline: bool = False,
 ) -> dict[str, str]:
     """Environment variables of the SageMaker model for zero-shot classification with our handler.
 
@@ -177,6 +183,9 @@ def serving_environment(
     - ``ZSTC_MAX_BATCH_TOKENS`` on GPU families: ``max_batch_tokens``, or the family's default
       (:func:`default_batching`); the handler then batches by padded tokens instead of ``batch_size`` pairs. Not set
       on CPU (fixed pair batches) unless ``max_batch_tokens`` is given.
+    - ``HF_HUB_OFFLINE=1`` when ``hub_offline``: for a container that cannot reach the Hub (network isolation, or the
+      VPC's isolated subnets) and loads the model from its artifact; transformers and huggingface_hub then never try
+      the Hub (a lookup there would fail only after its network timeout). Not set otherwise.
     """
     if not instance_type.startswith("ml.") or instance_type.count(".") != 2:
         raise ValueError(f"Instance type {instance_type!r} is not a SageMaker instance type: use e.g. ml.m5.xlarge.")
@@ -220,4 +229,6 @@ def serving_environment(
     tokens = max_batch_tokens if max_batch_tokens is not None else default_batching(instance_type).max_batch_tokens
     if tokens is not None:
         environment[HANDLER_MAX_BATCH_TOKENS_ENV] = str(tokens)
+    if hub_offline:
+        environment[HUB_OFFLINE_ENV] = "1"
     return environment

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from stacks.serving_env import gpus, serving_environment, vcpus
@@ -102,6 +106,41 @@ def test_a_template_the_handler_would_refuse_is_refused_here(template):
         serving_environment(
             instance_type="ml.m5.xlarge", batch_size=16, timeout_seconds=60, hypothesis_template=template
         )
+
+
+# --- the Hub, for a container that cannot reach it -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("instance_type", ["ml.m5.xlarge", "ml.g5.xlarge"])
+def test_an_offline_container_never_tries_the_hub(instance_type):
+    online = serving_environment(instance_type=instance_type, batch_size=16, timeout_seconds=60)
+    offline = serving_environment(instance_type=instance_type, batch_size=16, timeout_seconds=60, hub_offline=True)
+
+    assert offline == {**online, "HF_HUB_OFFLINE": "1"}  # that variable and nothing else
+
+
+def test_a_container_that_can_reach_the_hub_is_left_online():
+    env = serving_environment(instance_type="ml.m5.xlarge", batch_size=16, timeout_seconds=60)
+
+    assert "HF_HUB_OFFLINE" not in env and "TRANSFORMERS_OFFLINE" not in env
+
+
+def transformers_offline_mode(environment: dict[str, str]) -> bool:
+    """``transformers.utils.is_offline_mode()`` in a fresh interpreter with ``environment`` (read at import)."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    script = "from transformers.utils import is_offline_mode; print(is_offline_mode())"
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**clean, **environment}, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip() == "True"
+
+
+def test_transformers_reads_the_variable_as_offline_mode():
+    # The container's transformers (4.51.3, the version requirements-dev.txt pins) takes its offline mode from it.
+    env = serving_environment(instance_type="ml.m5.xlarge", batch_size=16, timeout_seconds=60, hub_offline=True)
+
+    assert transformers_offline_mode({"HF_HUB_OFFLINE": env["HF_HUB_OFFLINE"]}) is True
+    assert transformers_offline_mode({}) is False
 
 
 # --- batching per instance family ----------------------------------------------------------------------------------
