@@ -137,17 +137,34 @@ def parse_targets(raw: str | None) -> tuple[Target, ...]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TriggerSettings:
-    """The trigger function's configuration, read once from its environment (set by ``stacks/batch.py``)."""
+class BucketSettings:
+    """What both functions read alike: the data bucket, its prefixes and the stack's job-name prefix."""
 
     bucket: str
     input_prefix: str = PREFIXES.input
     output_prefix: str = PREFIXES.output
     errors_prefix: str = PREFIXES.errors
     manifest_prefix: str = PREFIXES.manifests
+    job_name_prefix: str
+
+
+def _bucket_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The :class:`BucketSettings` fields but the job-name prefix (each function checks that its own way)."""
+    return {
+        "bucket": required_env(env, Env.BUCKET_NAME),
+        "input_prefix": prefix_env(env, Env.INPUT_PREFIX, PREFIXES.input),
+        "output_prefix": prefix_env(env, Env.OUTPUT_PREFIX, PREFIXES.output),
+        "errors_prefix": prefix_env(env, Env.ERRORS_PREFIX, PREFIXES.errors),
+        "manifest_prefix": prefix_env(env, Env.MANIFEST_PREFIX, PREFIXES.manifests),
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class TriggerSettings(BucketSettings):
+    """The trigger function's configuration, read once from its environment (set by ``stacks/batch.py``)."""
+
     claims_table: str
     queue_url: str
-    job_name_prefix: str
     targets: tuple[Target, ...]  # most preferred first
     instance_count: int = 1
     max_concurrent_jobs: int = 2
@@ -177,11 +194,7 @@ class TriggerSettings:
             )
         d = cls  # the defaults above
         settings = cls(
-            bucket=required_env(env, Env.BUCKET_NAME),
-            input_prefix=prefix_env(env, Env.INPUT_PREFIX, PREFIXES.input),
-            output_prefix=prefix_env(env, Env.OUTPUT_PREFIX, PREFIXES.output),
-            errors_prefix=prefix_env(env, Env.ERRORS_PREFIX, PREFIXES.errors),
-            manifest_prefix=prefix_env(env, Env.MANIFEST_PREFIX, PREFIXES.manifests),
+            **_bucket_env(env),
             claims_table=required_env(env, Env.CLAIMS_TABLE),
             queue_url=required_env(env, Env.QUEUE_URL),
             job_name_prefix=prefix,
@@ -230,15 +243,9 @@ class TriggerSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class OutcomeSettings:
+class OutcomeSettings(BucketSettings):
     """The job-outcome function's configuration, read once from its environment (set by ``stacks/batch.py``)."""
 
-    bucket: str
-    input_prefix: str = PREFIXES.input
-    output_prefix: str = PREFIXES.output
-    errors_prefix: str = PREFIXES.errors
-    manifest_prefix: str = PREFIXES.manifests
-    job_name_prefix: str
     topic_arn: str
     count_records_max_bytes: int = COUNT_RECORDS_MAX_BYTES
 
@@ -250,11 +257,7 @@ class OutcomeSettings:
                 f"{Env.COUNT_RECORDS_MAX_BYTES}={raw_limit!r}: expected a number of bytes (0 = never count)"
             )
         return cls(
-            bucket=required_env(env, Env.BUCKET_NAME),
-            input_prefix=prefix_env(env, Env.INPUT_PREFIX, PREFIXES.input),
-            output_prefix=prefix_env(env, Env.OUTPUT_PREFIX, PREFIXES.output),
-            errors_prefix=prefix_env(env, Env.ERRORS_PREFIX, PREFIXES.errors),
-            manifest_prefix=prefix_env(env, Env.MANIFEST_PREFIX, PREFIXES.manifests),
+            **_bucket_env(env),
             job_name_prefix=required_env(env, Env.JOB_NAME_PREFIX),
             topic_arn=required_env(env, Env.TOPIC_ARN),
             count_records_max_bytes=int(raw_limit),
