@@ -14,9 +14,13 @@ JOB_NAME: Final = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker
 JOB_PREFIX: Final = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,37}$")
 MAX_JOB_PREFIX: Final = 63 - 1 - DIGEST_CHARS  # 38
 
+# Transform-job states (TransformJobStatus) the batch path acts on.
+IN_PROGRESS: Final = "InProgress"
 COMPLETED: Final = "Completed"
-FAILED_JOB_STATES: Final = ("Failed", "Stopped")
-TERMINAL_JOB_STATES: Final = (COMPLETED, *FAILED_JOB_STATES)
+FAILED: Final = "Failed"
+STOPPED: Final = "Stopped"
+FAILED_JOB_STATES: Final = (FAILED, STOPPED)
+TERMINAL_JOB_STATES: Final = (COMPLETED, *FAILED_JOB_STATES)  # the job-outcome rule's and function's filter
 
 
 class Claimable(Protocol):

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from zstc_contract.jobs import COMPLETED, FAILED
 from zstc_contract.layout import OUTPUT_SUFFIX
 from zstc_contract.manifest import decode_manifest
 from zstc_contract.uri import s3_uri, split_uri
@@ -190,20 +191,20 @@ class LocalTransformRunner:
     # --- the job -------------------------------------------------------------------------------------------------
 
     def run(self, description: dict[str, Any]) -> TransformRun:
-        job = TransformRun(job_name=description["TransformJobName"], status="Completed")
+        job = TransformRun(job_name=description["TransformJobName"], status=COMPLETED)
         try:
             objects = self.inputs(description)
         except (ValueError, OSError, KeyError) as error:
-            job.status, job.failure_reason = "Failed", f"ClientError: cannot read the job's input: {error}"
+            job.status, job.failure_reason = FAILED, f"ClientError: cannot read the job's input: {error}"
             job.ended = datetime.now(UTC)
             return job
         if not objects:
-            job.status, job.failure_reason = "Failed", "ClientError: no input objects found"
+            job.status, job.failure_reason = FAILED, "ClientError: no input objects found"
         for bucket, key, relative in objects:
             job.objects.append(self.run_object(description, bucket, key, relative))
         failed = [item for item in job.objects if item.error]
         if failed:
-            job.status = "Failed"
+            job.status = FAILED
             job.failure_reason = f"ClientError: {len(failed)} of {len(job.objects)} input(s) failed: {failed[0].error}"[
                 :1024
             ]

@@ -30,7 +30,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from zstc_contract.backoff import backoff_seconds
-from zstc_contract.jobs import is_stack_job, job_name
+from zstc_contract.jobs import IN_PROGRESS, is_stack_job, job_name
 from zstc_contract.layout import relative_key, status_key
 from zstc_contract.manifest import decode_manifest
 from zstc_contract.settings import Target, TriggerSettings
@@ -565,7 +565,7 @@ class BatchTrigger:
         prefix = self.settings.job_name_prefix
         count = 0
         paginator = self.sagemaker.get_paginator("list_transform_jobs")
-        for page in paginator.paginate(StatusEquals="InProgress", NameContains=prefix):
+        for page in paginator.paginate(StatusEquals=IN_PROGRESS, NameContains=prefix):
             count += sum(
                 1 for job in page.get("TransformJobSummaries", []) if is_stack_job(job["TransformJobName"], prefix)
             )

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from zstc_contract.jobs import COMPLETED
+from zstc_contract.jobs import COMPLETED, STOPPED
 from zstc_contract.layout import input_key, manifest_key, output_key
 from zstc_contract.settings import OutcomeSettings
 from zstc_contract.status import StatusRecord
@@ -94,7 +94,7 @@ def failure_reason(settings: OutcomeSettings, job: JobEvent, out_uri: str) -> st
             f"SageMaker reported the job Completed but wrote no output at {out_uri}. Look for the output under "
             f"{s3_uri(settings.bucket, settings.output_prefix)} and report the path to the maintainers."
         )
-    if job.status == "Stopped":
+    if job.status == STOPPED:
         return "The transform job was stopped before this file finished. Upload the file again to retry it."
     return (
         f"{job.failure_reason or 'SageMaker gave no reason.'} The job's CloudWatch logs "
