@@ -11,31 +11,23 @@ not predict AWS latencies.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # a script: the repository packages (functions, zstc_contract)
-for name, value in {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "POWERTOOLS_LOG_LEVEL": "WARNING",
-    "POWERTOOLS_METRICS_DISABLED": "true",
-}.items():
-    os.environ.setdefault(name, value)
+import boto3
+from aws_lambda_powertools import Logger
+from moto import mock_aws
 
-import boto3  # noqa: E402
-from aws_lambda_powertools import Logger  # noqa: E402
-from moto import mock_aws  # noqa: E402
+from functions.batch_trigger.service import BatchTrigger, Message
+from stacks.batch_environment import BATCH_SIZE_WITH_WINDOW, BATCH_SIZE_WITHOUT_WINDOW
+from zstc_contract.layout import PREFIXES
+from zstc_contract.settings import TriggerSettings
+from zstc_local.resources import ResourceNames, create_batch_resources, stack_settings
 
-from functions.batch_trigger.logic import TriggerSettings  # noqa: E402
-from functions.batch_trigger.service import BatchTrigger, Message  # noqa: E402
-
-BUCKET = "zstc-bench"
+REGION = "us-east-1"
+NAMES = ResourceNames.based_on("zstc-bench")
+BUCKET = NAMES.bucket
 LINE = b'{"id": "1", "inputs": "The delivery was late", "parameters": {"candidate_labels": ["delivery", "price"]}}\n'
 
 
@@ -48,49 +40,20 @@ class _NoMetrics:
 
 def run(files: int, window: int) -> dict[str, object]:
     with mock_aws():
-        s3 = boto3.client("s3")
-        sqs = boto3.client("sqs")
-        ddb = boto3.client("dynamodb")
-        sagemaker = boto3.client("sagemaker")
-        s3.create_bucket(Bucket=BUCKET)
-        queue = sqs.create_queue(QueueName="batch")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        rules = [{"Name": "prefix", "Value": "input/"}, {"Name": "suffix", "Value": ".jsonl"}]
-        s3.put_bucket_notification_configuration(
-            Bucket=BUCKET,
-            NotificationConfiguration={
-                "QueueConfigurations": [
-                    {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": rules}}}
-                ]
-            },
-        )
-        ddb.create_table(
-            TableName="claims",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        sagemaker.create_model(
-            ModelName="m",
-            ExecutionRoleArn="arn:aws:iam::123456789012:role/r",
-            PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/hf:1"},
-        )
-        settings = TriggerSettings.from_env(
-            {
-                "BUCKET_NAME": BUCKET,
-                "CLAIMS_TABLE": "claims",
-                "QUEUE_URL": queue,
-                "JOB_NAME_PREFIX": "bench-batch",
-                "BATCH_TARGETS": '[{"instance_type": "ml.m5.xlarge", "model_name": "m", "volume_kms_key": null}]',
-                "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/1",
-                "MAX_CONCURRENT_JOBS": "100",
-                "BATCH_WINDOW_SECONDS": str(window),
-            }
-        )
+
+        def aws(service: str) -> object:
+            return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
+
+        s3, sqs, sagemaker = aws("s3"), aws("sqs"), aws("sagemaker")
+        # The stack's resources and the trigger's environment as deployed with this window (and no job cap to speak
+        # of: the benchmark counts jobs, it does not wait for them).
+        settings = stack_settings({"batch_window_seconds": window, "batch_max_concurrent_jobs": 100})
+        batch = create_batch_resources(aws, settings, NAMES)
+        queue = batch.queue_url
         trigger = BatchTrigger(
-            settings,
+            TriggerSettings.from_env(batch.trigger_environment()),
             s3=s3,
-            dynamodb=ddb,
+            dynamodb=aws("dynamodb"),
             sagemaker=sagemaker,
             logger=Logger(service="bench", level="WARNING"),
             metrics=_NoMetrics(),
@@ -99,7 +62,7 @@ def run(files: int, window: int) -> dict[str, object]:
         for key in keys:
             s3.put_object(Bucket=BUCKET, Key=key, Body=LINE)
 
-        batch_size = 1000 if window else 10
+        batch_size = BATCH_SIZE_WITH_WINDOW if window else BATCH_SIZE_WITHOUT_WINDOW  # the event source's
         per_message: list[float] = []
         invocations = 0
         while True:
@@ -126,9 +89,11 @@ def run(files: int, window: int) -> dict[str, object]:
             for job in page["TransformJobSummaries"]:
                 jobs += 1
                 entries = json.loads(
-                    s3.get_object(Bucket=BUCKET, Key=f"manifests/{job['TransformJobName']}.json")["Body"].read()
+                    s3.get_object(Bucket=BUCKET, Key=f"{PREFIXES.manifests}{job['TransformJobName']}.json")[
+                        "Body"
+                    ].read()
                 )
-                covered.extend("input/" + e for e in entries[1:])
+                covered.extend(PREFIXES.input + e for e in entries[1:])
         return {
             "files": files,
             "window_s": window,

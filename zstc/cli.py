@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
 from zstc import errors, inputs, results
@@ -23,6 +21,7 @@ from zstc.doctor import doctor
 from zstc.errors import InputError, ZstcError
 from zstc.estimate import confirm_before_upload, estimate_command
 from zstc.models import app as models_app
+from zstc.progress import err, follow, out, report_problems
 from zstc.stack import DEFAULT_STACK_NAME, StackOutputs
 
 app = typer.Typer(
@@ -34,8 +33,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(models_app)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 StackOption = Annotated[
     str, typer.Option("--stack", help="CloudFormation stack name of the deployment.", envvar="ZSTC_STACK")
@@ -143,67 +140,6 @@ def _options(
     )
 
 
-def _report_problems(prepared: inputs.PreparedInput) -> None:
-    """Warnings about the file and its problem lines (user text escaped: never read as markup)."""
-    if prepared.blank_lines:
-        err.print(f"[dim]{prepared.blank_lines} blank line(s) skipped.")
-    for warning in prepared.warnings:
-        err.print(results.plain(f"warning: {warning}"), style="yellow")
-    if prepared.problem_count:
-        err.print(
-            f"[yellow]{prepared.problem_count} of {prepared.count} record(s) have problems; they are sent anyway and "
-            "come back as error rows:"
-        )
-        for record in prepared.problems[:5]:
-            err.print(results.plain(f"  line {record.line} (id {record.id}): {record.problem}"), style="yellow")
-        if prepared.problem_count > 5:
-            err.print(f"[yellow]  … and {prepared.problem_count - 5} more")
-
-
-def follow(
-    *,
-    aws: Any,
-    stack: StackOutputs,
-    state: Any,
-    state_file: Path,
-    prepared: inputs.PreparedInput,
-    poll: float,
-    timeout: float,
-    output: Path | None,
-    rows: int = 10,
-    on_poll: Any = None,
-) -> results.Summary:
-    """Wait for the output of an uploaded file with a live display, then join, write and summarise the results."""
-    from zstc.submit import Submission, finish
-
-    submission = Submission(aws=aws, stack=stack, prepared=prepared, state=state, state_file=state_file)
-    seen: list[str] = []
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
-    ) as progress:
-        task = progress.add_task("queued", total=None)
-
-        def on_progress(update: Any) -> None:
-            if on_poll is not None:
-                on_poll()
-            if update.stage not in seen:
-                seen.append(update.stage)
-                label = {"queued": "queued: waiting for the batch trigger", "outputs ready": "outputs ready"}.get(
-                    update.stage, update.stage
-                )
-                job = f" ({update.job_name})" if update.job_name and update.stage.startswith("job") else ""
-                progress.console.print("[green]✓[/] ", results.plain(f"{label}{job}"), sep="")
-            detail = f" — {update.detail}" if update.detail else ""
-            progress.update(task, description=escape(results.terminal_safe(f"{update.stage}{detail}")))
-
-        with errors.aws_errors(stack.region):
-            target, summary = finish(
-                submission, poll=poll, timeout=timeout, output=output, on_progress=on_progress, rows=rows
-            )
-    results.show_summary(out, summary, target=target, rows=rows)
-    return summary
-
-
 @app.command()
 def submit(
     file: Annotated[Path, typer.Argument(help="A .jsonl file (one request per line) or a .csv file.")],
@@ -235,7 +171,7 @@ def submit(
 
     options = _options(text_column, id_column, labels, label_column, multi_label, template, encoding, file_format)
     prepared = inputs.prepare(file, options)
-    _report_problems(prepared)
+    report_problems(prepared)
     aws, outputs = _stack(stack, region)
     # Checks that may stop the submission before anything is uploaded (e.g. a cost estimate) go in `before_upload`.
     before_upload = confirm_before_upload(yes=yes, console=err)
@@ -391,8 +327,11 @@ def serve(
     SageMaker runtime API (POST /endpoints/NAME/invocations) for boto3 and the SageMaker SDK."""
     import tempfile
 
-    from zstc_local.inprocess import resolve_model
-    from zstc_local.serving import LocalServer
+    from zstc.checkout import emulation
+
+    with emulation("zstc serve"):
+        from zstc_local.inprocess import resolve_model
+        from zstc_local.serving import LocalServer
 
     _stop_on_signals()
     model_dir = resolve_model(model)
@@ -527,7 +466,10 @@ def demo(
     output: Annotated[Path | None, typer.Option(help="Results file (default: FILE.results.jsonl).")] = None,
 ) -> None:
     """Run the whole batch path offline: moto stands in for AWS, the real functions and handler do the work."""
-    from zstc_local.demo import run_demo
+    from zstc.checkout import emulation
+
+    with emulation("zstc demo"):
+        from zstc_local.demo import run_demo
 
     run_demo(input_file=input_file, model=model, labels=labels, output=output, out=out, err=err)
 

@@ -18,6 +18,7 @@ README's "Costs" table from the same data (a test keeps the README equal to it).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -62,15 +63,16 @@ TOKEN_RATIO: Final[dict[str, Any]] = {
 
 
 def _app_modules() -> None:
-    """Make the CDK app's ``stacks`` package importable: its configuration rules (stacks/config.py) and instance
-    sizes (stacks/serving_env.py) are the one place for those facts. They live in the repository checkout."""
-    if not (REPO / "stacks" / "config.py").is_file():
+    """Check that the CDK app's ``stacks`` package is importable: its configuration rules (stacks/config.py) and
+    instance sizes (stacks/serving_env.py) are the one place for those facts. They live in the repository checkout,
+    which ``make install`` puts on the virtualenv's path."""
+    try:
+        importlib.import_module("stacks.config")
+    except ModuleNotFoundError as error:
         raise ZstcError(
-            f"{REPO / 'stacks'} not found: zstc estimate reads the app's configuration from a checkout of the "
-            "repository (run it from there, with the package installed by `make install`)"
-        )
-    if str(REPO) not in sys.path:
-        sys.path.append(str(REPO))
+            f"The CDK app's configuration (stacks/config.py) cannot be imported ({error.name} is missing): zstc "
+            f"estimate reads it from a checkout of the repository ({REPO}); run it there, after `make install`"
+        ) from error
 
 
 # --- counting ---------------------------------------------------------------------------------------------------

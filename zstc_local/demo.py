@@ -35,7 +35,7 @@ def run_demo(
     err: Console,
     timeout: float = 300,
 ) -> None:
-    from zstc.cli import _report_problems, follow
+    from zstc.progress import follow, report_problems
     from zstc.stack import find_stack
     from zstc.submit import new_state, upload
     from zstc_local.inprocess import resolve_model
@@ -47,7 +47,7 @@ def run_demo(
     path = input_file or DEFAULT_INPUT
     options = Options(labels=parse_labels(labels))
     prepared = prepare(path, options)  # a bad input file fails here, before anything starts
-    _report_problems(prepared)
+    report_problems(prepared)
     if model is None:
         err.print(
             Panel(
@@ -69,34 +69,35 @@ def run_demo(
         err.print(f"[green]✓[/] model server at {server.url} (toolkit + Multi Model Server, model/code/inference.py)")
         with LocalPipeline(http_invoker(server.url), workdir=workdir) as pipeline:
             pipeline.publish_stack(DEMO_STACK)
-            aws = boto3.session.Session(region_name=REGION)
-            stack = find_stack(aws, DEMO_STACK)  # the same discovery as against AWS
-            err.print(
-                f"[green]✓[/] moto server at {pipeline.endpoint_url}: bucket, queue + DLQ, claims table, topic, model; "
-                "S3 → SQS notification on input/*.jsonl"
-            )
-            state = new_state(stack, prepared, options)
-            state_file = workdir / "submit-state.json"
-            upload(aws.client("s3"), state, prepared, state_file)
-            err.print(f"[green]✓[/] uploaded {len(prepared.records)} records to s3://{state.bucket}/{state.key}")
+            with pipeline.aws_environment():  # zstc's own AWS clients below talk to the pipeline
+                aws = boto3.session.Session(region_name=REGION)
+                stack = find_stack(aws, DEMO_STACK)  # the same discovery as against AWS
+                err.print(
+                    f"[green]✓[/] moto server at {pipeline.endpoint_url}: bucket, queue + DLQ, claims table, topic, "
+                    "model; S3 → SQS notification on input/*.jsonl"
+                )
+                state = new_state(stack, prepared, options)
+                state_file = workdir / "submit-state.json"
+                upload(aws.client("s3"), state, prepared, state_file)
+                err.print(f"[green]✓[/] uploaded {len(prepared.records)} records to s3://{state.bucket}/{state.key}")
 
-            def check() -> None:
-                if pipeline.stats.errors:
-                    last = pipeline.stats.errors[-1].strip().splitlines()[-1]
-                    raise ZstcError(f"The local pipeline failed: {last} (details in {pipeline.log_path})")
+                def check() -> None:
+                    if pipeline.stats.errors:
+                        last = pipeline.stats.errors[-1].strip().splitlines()[-1]
+                        raise ZstcError(f"The local pipeline failed: {last} (details in {pipeline.log_path})")
 
-            follow(
-                aws=aws,
-                stack=stack,
-                state=state,
-                state_file=state_file,
-                prepared=prepared,
-                poll=0.3,
-                timeout=timeout,
-                output=output,
-                on_poll=check,
-            )
-            _show_path(out, pipeline, stack, state.key, aws.client("s3"))
+                follow(
+                    aws=aws,
+                    stack=stack,
+                    state=state,
+                    state_file=state_file,
+                    prepared=prepared,
+                    poll=0.3,
+                    timeout=timeout,
+                    output=output,
+                    on_poll=check,
+                )
+                _show_path(out, pipeline, stack, state.key, aws.client("s3"))
     finally:
         server.stop()
     out.print(f"[bold]Demo done in {time.monotonic() - started:.0f} s.[/] Function logs: {workdir / 'functions.log'}")

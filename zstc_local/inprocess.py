@@ -77,18 +77,24 @@ class InProcessHandler:
     """``invoke(body, content_type)`` -> response bytes, as ``POST /invocations`` would answer."""
 
     def __init__(self, model_dir: Path) -> None:
-        os.environ.setdefault("HF_TASK", "zero-shot-classification")
         from sagemaker_huggingface_inference_toolkit.handler_service import HuggingFaceHandlerService
 
         self._tmp = tempfile.TemporaryDirectory(prefix="zstc-model-")
         self.model_dir = with_handler_code(model_dir, Path(self._tmp.name))
         code_dir = str(self.model_dir / "code")
-        # the toolkit imports the module named "inference" from <model_dir>/code
+        # the toolkit imports the module named "inference" from <model_dir>/code (adding it to sys.path: removed after)
         sys.modules.pop("inference", None)
         self.service = HuggingFaceHandlerService()
-        self.service.initialize(_Context(self.model_dir))
-        if code_dir in sys.path:
-            sys.path.remove(code_dir)
+        added_task = "HF_TASK" not in os.environ  # what the container's environment has, while the model loads
+        if added_task:
+            os.environ["HF_TASK"] = "zero-shot-classification"
+        try:
+            self.service.initialize(_Context(self.model_dir))
+        finally:
+            if added_task:
+                os.environ.pop("HF_TASK", None)
+            if code_dir in sys.path:
+                sys.path.remove(code_dir)
 
     def invoke(self, body: bytes, content_type: str = "application/json", accept: str = "application/json") -> bytes:
         context = _Context(self.model_dir, {"Content-Type": content_type, "Accept": accept})

@@ -1,49 +1,62 @@
 """The stack's batch path, offline: moto server for AWS, the real functions, a local runner for SageMaker.
 
 :class:`LocalPipeline` starts a moto server on 127.0.0.1 (S3, SQS, DynamoDB, SNS, KMS, SageMaker's API), creates the
-resources the stack defines for the batch path (a versioned bucket whose ``ObjectCreated`` notifications for
-``input/`` + ``.jsonl`` go to an SQS queue with a dead-letter queue, the claims table, the alarm topic, the model),
-loads the REAL trigger and job-outcome functions from ``functions/`` with the environment the stack gives them, and runs
-a pump thread that does what AWS does between them:
+stack's batch resources there with :func:`zstc_local.resources.create_batch_resources` (the same builder the tests
+and the benchmarks use), builds the REAL trigger and job-outcome handlers (``functions.<name>.handler.build_handler``)
+with the environment ``stacks.batch_environment`` declares for them, from the stack's settings (cdk.json's context
+plus the pipeline's ``overrides``, like ``cdk deploy -c key=value``), and runs a pump thread that does what AWS does
+between them:
 
-- the SQS event source mapping: receive up to 10 messages (after a short batching window), invoke the trigger with
-  an SQS event, delete the messages it did not report in ``batchItemFailures``;
+- the SQS event source mapping: receive up to 10 messages (after the batching window), invoke the trigger with an
+  SQS event, delete the messages it did not report in ``batchItemFailures``;
 - SageMaker: for every transform job created in moto, run it with :class:`~zstc_local.runner.LocalTransformRunner`
   against the model server, then invoke the job-outcome function with the "Transform Job State Change" event.
 
-Inside, ``os.environ`` points boto3 at the moto server (``AWS_ENDPOINT_URL``, fake credentials); it is restored on
-exit. Everything the functions log goes to ``log_path``.
+Time runs ``speedup`` times faster than in AWS where the emulation waits on AWS's clock: the queue's visibility
+timeout, the trigger's deferral backoffs (visibility changes through its SQS client) and the event source's batching
+window are divided by it; the functions' environment is exactly the deployed one.
+
+Nothing here changes ``os.environ`` or ``sys.path``: the functions get clients for the moto server, and their logs
+(and EMF metrics) go to ``log_path``. :meth:`LocalPipeline.aws_environment` points an AWS client of this process (the
+``zstc`` command line) at the pipeline for the duration of a ``with`` block.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import itertools
 import json
 import logging
+import math
 import os
-import sys
 import threading
 import time
 import traceback
 import uuid
 import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import IO, Any
 
 import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+from botocore.config import Config
 
+from functions.batch_trigger.handler import TriggerFunction
+from functions.batch_trigger.handler import build_handler as build_trigger
+from functions.job_outcome.handler import OutcomeFunction
+from functions.job_outcome.handler import build_handler as build_outcome
 from zstc.stack import StackOutputs
+from zstc_contract.layout import PREFIXES
+from zstc_contract.settings import Env
+from zstc_local.resources import ACCOUNT, EmulatedBatch, ResourceNames, create_batch_resources, stack_settings
 from zstc_local.runner import Invoke, JobOutcome, LocalTransformRunner, state_change_event
 
-REPO = Path(__file__).resolve().parents[1]
-LAMBDA_DIR = REPO / "functions"
 REGION = "us-east-1"
-ACCOUNT = "123456789012"
-LOCAL_INSTANCE_TYPE = "ml.m5.xlarge"  # what the emulated jobs report (the stack's default batch instance type)
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto accepts any
+SPEEDUP = 120.0  # a 60 s backoff step takes 0.5 s (rounded up to SQS's 1 s), the 780 s visibility timeout 7 s
 _instances = itertools.count(1)
 
 
@@ -63,23 +76,6 @@ class FakeLambdaContext:
         return 300_000
 
 
-@dataclass(kw_only=True)
-class Resources:
-    bucket: str
-    queue_url: str
-    queue_arn: str
-    dead_letter_queue_url: str
-    claims_table: str
-    topic_arn: str
-    kms_key_arn: str
-    model_name: str
-    job_prefix: str
-    input_prefix: str = "input/"
-    output_prefix: str = "output/"
-    errors_prefix: str = "errors/"
-    manifest_prefix: str = "manifests/"
-
-
 @dataclass
 class PipelineStats:
     trigger_invocations: int = 0
@@ -89,14 +85,38 @@ class PipelineStats:
     errors: list[str] = field(default_factory=list)
 
 
-def _load(path: Path, name: str) -> ModuleType:
-    """A fresh copy of a function's entry module (its settings and clients are read at import)."""
-    spec = importlib.util.spec_from_file_location(f"functions.{path.parent.name}.{name}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+class _EmfToLog(AmazonCloudWatchEMFProvider):
+    """Powertools' EMF metrics written to the function log (CloudWatch Logs gets them from stdout in Lambda)."""
+
+    def __init__(self, stream: IO[str], *, namespace: str, service: str) -> None:
+        super().__init__(namespace=namespace, service=service)
+        self._stream = stream
+
+    def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
+        if self.metric_set:
+            self._stream.write(json.dumps(self.serialize_metric_set(), separators=(",", ":")) + "\n")
+            self._stream.flush()
+            self.clear_metrics()
+
+
+class _ScaledVisibility:
+    """An SQS client whose visibility changes (the trigger's deferral backoffs) last ``1 / speedup`` as long."""
+
+    def __init__(self, client: Any, speedup: float) -> None:
+        self._client = client
+        self._speedup = speedup
+
+    def change_message_visibility_batch(self, *, Entries: list[dict[str, Any]], **kwargs: Any) -> Any:
+        scaled = [
+            {**e, "VisibilityTimeout": max(1, math.ceil(e["VisibilityTimeout"] / self._speedup))} for e in Entries
+        ]
+        return self._client.change_message_visibility_batch(Entries=scaled, **kwargs)
+
+    def _scaled(self, seconds: int) -> int:
+        return max(1, math.ceil(seconds / self._speedup))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
 
 
 class LocalPipeline:
@@ -105,26 +125,27 @@ class LocalPipeline:
         invoke: Invoke,
         *,
         workdir: Path,
-        window_seconds: int = 60,
-        batching_window: float = 0.3,
+        overrides: Mapping[str, Any] | None = None,
+        speedup: float = SPEEDUP,
         poll_interval: float = 0.2,
-        max_payload_mb: int = 1,
     ) -> None:
+        """``overrides``: settings (cdk.json context keys) as ``cdk deploy -c key=value`` would set them."""
         self.invoke = invoke
         self.workdir = workdir
-        self.window_seconds = window_seconds
-        self.batching_window = batching_window
+        self.instance = next(_instances)
+        # Each pipeline of a process is a stack of its own (moto's state is per process): its own job-name prefix.
+        self.settings = stack_settings({"stack_name": f"ZstcLocal{self.instance}", **(overrides or {})})
+        self.speedup = speedup
+        self.batching_window = self.settings.batch_window_seconds / speedup  # the event source's, scaled
         self.poll_interval = poll_interval
-        self.max_payload_mb = max_payload_mb
         self.log_path = workdir / "functions.log"
         self.stats = PipelineStats()
-        self.instance = next(_instances)
-        self.resources: Resources | None = None
+        self.resources: EmulatedBatch | None = None
+        self.endpoint_url = ""
         self._server: Any = None
-        self._saved_env: dict[str, str] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._log: Any = None
+        self._log: IO[str] | None = None
         self._done_jobs: set[str] = set()
         self._lock = threading.Lock()
 
@@ -147,11 +168,10 @@ class LocalPipeline:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
-        self._saved_env = dict(os.environ)
         try:
-            self._point_boto3_at_moto()
-            self.resources = self._create_resources()
-            self._load_functions()
+            names = ResourceNames.based_on(f"zstc-local-{self.instance}")
+            self.resources = create_batch_resources(self.client, self.settings, names, speedup=self.speedup)
+            self._create_functions(self.resources, self._log)
         except BaseException:
             self.stop()
             raise
@@ -163,10 +183,6 @@ class LocalPipeline:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        if self._saved_env is not None:
-            os.environ.clear()
-            os.environ.update(self._saved_env)
-            self._saved_env = None
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -174,93 +190,29 @@ class LocalPipeline:
             self._log.close()
             self._log = None
 
-    def _point_boto3_at_moto(self) -> None:
-        for name in list(os.environ):
-            if name.startswith("AWS_ENDPOINT_URL_") or name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
-                os.environ.pop(name)
-        os.environ.update(
+    def client(self, service: str, config: Config | None = None) -> Any:
+        """A client of the emulated account (what the functions and the pump use)."""
+        return boto3.client(  # type: ignore[call-overload]
+            service, region_name=REGION, endpoint_url=self.endpoint_url, config=config, **CREDENTIALS
+        )
+
+    def aws_environment(self) -> contextlib.AbstractContextManager[None]:
+        """Within ``with``, AWS clients this process creates from the environment (``zstc``'s) use the pipeline."""
+        return _scoped_environment(
             {
                 "AWS_ENDPOINT_URL": self.endpoint_url,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
                 "AWS_SHARED_CREDENTIALS_FILE": str(self.workdir / "no-credentials"),
-                "POWERTOOLS_METRICS_DISABLED": "true",
-                "POWERTOOLS_METRICS_NAMESPACE": "ZeroShotClassificationLocal",
-            }
-        )
-
-    def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint_url)
-
-    # --- the stack's batch resources, as stacks/ defines them -----------------------------------------------------
-
-    def _create_resources(self) -> Resources:
-        s3, sqs, dynamodb = self.client("s3"), self.client("sqs"), self.client("dynamodb")
-        name = f"zstc-local-{self.instance}"
-        kms_key_arn = self.client("kms").create_key(Description="zstc local stack key")["KeyMetadata"]["Arn"]
-        bucket = f"{name}-data"
-        s3.create_bucket(Bucket=bucket)
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queue_url = sqs.create_queue(
-            QueueName=f"{name}-queue",
-            Attributes={
-                # short here so that deferred or failed messages come back within the demo
-                "VisibilityTimeout": "5",
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+                "AWS_CONFIG_FILE": str(self.workdir / "no-config"),
             },
-        )["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        s3.put_bucket_notification_configuration(
-            Bucket=bucket,
-            NotificationConfiguration={
-                "QueueConfigurations": [
-                    {
-                        "QueueArn": queue_arn,
-                        "Events": ["s3:ObjectCreated:*"],
-                        "Filter": {
-                            "Key": {
-                                "FilterRules": [
-                                    {"Name": "prefix", "Value": "input/"},
-                                    {"Name": "suffix", "Value": ".jsonl"},
-                                ]
-                            }
-                        },
-                    }
-                ]
-            },
+            unset=("AWS_PROFILE", "AWS_SESSION_TOKEN"),
+            unset_prefixes=("AWS_ENDPOINT_URL_",),
         )
-        table = f"{name}-claims"
-        dynamodb.create_table(
-            TableName=table,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        dynamodb.update_time_to_live(
-            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
-        )
-        topic_arn = self.client("sns").create_topic(Name=f"{name}-alarms")["TopicArn"]
-        model_name = f"{name}-model"
-        self.client("sagemaker").create_model(
-            ModelName=model_name,
-            ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}-execution",
-            PrimaryContainer={"Image": "local/huggingface-pytorch-inference:local", "ModelDataUrl": f"s3://{bucket}/m"},
-        )
-        return Resources(
-            bucket=bucket,
-            queue_url=queue_url,
-            queue_arn=queue_arn,
-            dead_letter_queue_url=dlq_url,
-            claims_table=table,
-            topic_arn=topic_arn,
-            kms_key_arn=kms_key_arn,
-            model_name=model_name,
-            job_prefix=f"zstc-local{self.instance}",
-        )
+
+    # --- the stack's outputs ---------------------------------------------------------------------------------------
 
     def stack_outputs(self) -> StackOutputs:
         r = self._resources
@@ -268,13 +220,13 @@ class LocalPipeline:
             stack_name="ZeroShotClassification (local)",
             region=REGION,
             bucket=r.bucket,
-            input_prefix=r.input_prefix,
-            output_prefix=r.output_prefix,
-            errors_prefix=r.errors_prefix,
+            input_prefix=PREFIXES.input,
+            output_prefix=PREFIXES.output,
+            errors_prefix=PREFIXES.errors,
             model_name=r.model_name,
             queue_url=r.queue_url,
             dead_letter_queue_url=r.dead_letter_queue_url,
-            transform_job_prefix=r.job_prefix,
+            transform_job_prefix=r.job_name_prefix,
         )
 
     def publish_stack(self, stack_name: str = "ZeroShotClassification", *, endpoint_name: str | None = None) -> None:
@@ -303,49 +255,35 @@ class LocalPipeline:
             self.client("cloudformation").create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
 
     @property
-    def _resources(self) -> Resources:
+    def _resources(self) -> EmulatedBatch:
         if self.resources is None:
             raise RuntimeError("the pipeline is not started")
         return self.resources
 
     # --- the functions ---------------------------------------------------------------------------------------------
 
-    def _function_env(self) -> dict[str, str]:
-        r = self._resources
-        return {
-            "BUCKET_NAME": r.bucket,
-            "INPUT_PREFIX": r.input_prefix,
-            "OUTPUT_PREFIX": r.output_prefix,
-            "ERRORS_PREFIX": r.errors_prefix,
-            "MANIFEST_PREFIX": r.manifest_prefix,
-            "CLAIMS_TABLE": r.claims_table,
-            "QUEUE_URL": r.queue_url,
-            "JOB_NAME_PREFIX": r.job_prefix,
-            # As the stack sets it: the instance types in order, each with its model and volume-key decision.
-            "BATCH_TARGETS": json.dumps(
-                [{"instance_type": LOCAL_INSTANCE_TYPE, "model_name": r.model_name, "volume_kms_key": r.kms_key_arn}]
-            ),
-            "KMS_KEY_ARN": r.kms_key_arn,
-            "TOPIC_ARN": r.topic_arn,
-            "BATCH_WINDOW_SECONDS": str(self.window_seconds),
-            "MAX_PAYLOAD_MB": str(self.max_payload_mb),
-            "BACKOFF_BASE_SECONDS": "1",
-            "BACKOFF_MAX_SECONDS": "5",
-        }
+    def _create_functions(self, batch: EmulatedBatch, log: IO[str]) -> None:
+        """The real handlers, from the environment the stack declares; their clients use the moto server."""
+        trigger_env, outcome_env = batch.trigger_environment(), batch.outcome_environment()
 
-    def _load_functions(self) -> None:
-        # The functions' folders and the batch layer (mounted at /opt/python in Lambda).
-        for path in (str(REPO),):
-            if path not in sys.path:
-                sys.path.append(path)
-        os.environ.update(self._function_env())
-        # Powertools loggers bind to sys.stdout when created: create them with stdout pointing at our log file, under
-        # service names of their own (a Logger reuses the handler of an earlier one with the same name).
-        with contextlib.redirect_stdout(self._log):
-            os.environ["POWERTOOLS_SERVICE_NAME"] = f"batch-trigger-local-{self.instance}"
-            self.trigger = _load(LAMBDA_DIR / "batch_trigger" / "handler.py", f"_zstc_trigger_{self.instance}")
-            os.environ["POWERTOOLS_SERVICE_NAME"] = f"job-outcome-local-{self.instance}"
-            self.outcome = _load(LAMBDA_DIR / "job_outcome" / "handler.py", f"_zstc_outcome_{self.instance}")
+        def trigger_clients(service: str, config: Config) -> Any:
+            client = self.client(service, config)
+            return _ScaledVisibility(client, self.speedup) if service == "sqs" else client
+
+        self.trigger: TriggerFunction = build_trigger(
+            trigger_env, trigger_clients, logger=self._logger(trigger_env, log), metrics=_metrics(trigger_env, log)
+        )
+        self.outcome: OutcomeFunction = build_outcome(
+            outcome_env, self.client, logger=self._logger(outcome_env, log), metrics=_metrics(outcome_env, log)
+        )
+
+    def _logger(self, env: Mapping[str, str], log: IO[str]) -> Logger:
+        # A Logger reuses the handler (and stream) of an earlier one with the same service name: one name per pipeline.
+        return Logger(
+            service=f"{env[Env.SERVICE_NAME]}-local-{self.instance}",
+            level=env[Env.LOG_LEVEL],
+            stream=log,
+        )
 
     # --- what AWS does between them ----------------------------------------------------------------------------
 
@@ -387,7 +325,7 @@ class LocalPipeline:
                 QueueUrl=r.queue_url, MaxNumberOfMessages=10 - len(messages), WaitTimeSeconds=0, AttributeNames=["All"]
             ).get("Messages", [])
             messages.extend(more)
-        response = self.trigger.handler(self._sqs_event(messages), FakeLambdaContext("batch-trigger"))
+        response = self.trigger(self._sqs_event(messages), FakeLambdaContext("batch-trigger"))
         failed = {item["itemIdentifier"] for item in (response or {}).get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
@@ -406,7 +344,7 @@ class LocalPipeline:
         r = self._resources
         ran = False
         paginator = sagemaker.get_paginator("list_transform_jobs")
-        for page in paginator.paginate(NameContains=r.job_prefix, SortBy="CreationTime", SortOrder="Ascending"):
+        for page in paginator.paginate(NameContains=r.job_name_prefix, SortBy="CreationTime", SortOrder="Ascending"):
             for summary in page.get("TransformJobSummaries", []):
                 name = summary["TransformJobName"]
                 if name in self._done_jobs:
@@ -415,7 +353,7 @@ class LocalPipeline:
                 description = sagemaker.describe_transform_job(TransformJobName=name)
                 outcome = LocalTransformRunner(s3=s3, invoke=self.invoke).run(description)
                 event = state_change_event(description, outcome, region=REGION, account=ACCOUNT)
-                self.outcome.handler(event, FakeLambdaContext("job-outcome"))
+                self.outcome(event, FakeLambdaContext("job-outcome"))
                 with self._lock:
                     self.stats.jobs.append(outcome)
                     self.stats.outcome_invocations += 1
@@ -438,3 +376,28 @@ class LocalPipeline:
                 busy = False
             if not busy:
                 self._stop.wait(self.poll_interval)
+
+
+def _metrics(env: Mapping[str, str], log: IO[str]) -> Metrics:
+    namespace, service = env[Env.METRICS_NAMESPACE], env[Env.SERVICE_NAME]
+    return Metrics(namespace=namespace, service=service, provider=_EmfToLog(log, namespace=namespace, service=service))
+
+
+@contextlib.contextmanager
+def _scoped_environment(
+    values: Mapping[str, str], *, unset: tuple[str, ...], unset_prefixes: tuple[str, ...]
+) -> Iterator[None]:
+    """Set ``values`` and remove the other names in ``os.environ``; restore exactly those names on exit."""
+    touched = {*values, *unset, *(name for name in os.environ if name.startswith(unset_prefixes))}
+    saved = {name: os.environ.get(name) for name in touched}
+    for name in touched - set(values):
+        os.environ.pop(name, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -1,4 +1,4 @@
-"""The batch path in moto: bucket, claims table, queue + DLQ, a model, and helpers to feed the trigger."""
+"""The batch path in moto, built by the emulation's builder (zstc_local.resources), and helpers to feed the trigger."""
 
 from __future__ import annotations
 
@@ -8,18 +8,25 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 
-from functions.batch_trigger.logic import TriggerSettings
 from functions.batch_trigger.service import BatchTrigger, Message
+from zstc_contract.settings import TriggerSettings
+from zstc_local.resources import ResourceNames, create_batch_resources, stack_settings
 
 REGION = "us-east-1"
 BUCKET = "zstc-batch-test"
 PREFIX = "zstc-test"
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+NAMES = ResourceNames(
+    bucket=BUCKET, queue="batch", dead_letter_queue="batch-dlq", claims_table="claims", topic="failures",
+    model="zstc-model",
+)  # fmt: skip
 CPU_TARGET = {"instance_type": "ml.m5.xlarge", "model_name": "zstc-model", "volume_kms_key": KEY_ARN}
 GPU_TARGET = {"instance_type": "ml.g4dn.xlarge", "model_name": "zstc-model-gpu", "volume_kms_key": None}
 # What the stack sets on the trigger: the instance types in order, each with its model and volume-key decision.
 ONE_TARGET = json.dumps([CPU_TARGET])
 GPU_THEN_CPU = json.dumps([GPU_TARGET, CPU_TARGET])
+# The resources of a stack configured with a GPU type first, then the CPU type (one model per container family).
+SETTINGS = stack_settings({"batch_instance_types": "ml.g4dn.xlarge,ml.m5.xlarge"})
 
 
 class Env:
@@ -30,47 +37,33 @@ class Env:
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.dynamodb = boto3.client("dynamodb", region_name=REGION)
         self.sagemaker = boto3.client("sagemaker", region_name=REGION)
-        self.s3.create_bucket(Bucket=BUCKET)
-        self.dlq_url = self.sqs.create_queue(QueueName="batch-dlq")["QueueUrl"]
-        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        self.queue_url = self.sqs.create_queue(
-            QueueName="batch",
-            Attributes={
-                "VisibilityTimeout": "0",
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
-            },
-        )["QueueUrl"]
-        self.queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        self.dynamodb.create_table(
-            TableName="claims",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
+        self.batch = create_batch_resources(
+            lambda service: boto3.client(service, region_name=REGION), SETTINGS, NAMES, key_arn=KEY_ARN
         )
-        for model in ("zstc-model", "zstc-model-gpu"):
-            self.sagemaker.create_model(
-                ModelName=model,
-                ExecutionRoleArn="arn:aws:iam::123456789012:role/execution",
-                PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/hf:latest"},
-            )
+        self.queue_url = self.batch.queue_url
+        self.queue_arn = self.batch.queue_arn
+        self.dlq_url = self.batch.dead_letter_queue_url
+        self.topic_arn = self.batch.topic_arn
         self.message_count = 0
 
-    def settings(self, **overrides: Any) -> TriggerSettings:
+    def environment(self, **overrides: Any) -> dict[str, str]:
+        """The trigger's environment as the stack declares it, on one target (CPU), with the tests' overrides."""
         env = {
-            "BUCKET_NAME": BUCKET,
-            "CLAIMS_TABLE": "claims",
-            "QUEUE_URL": self.queue_url,
+            **self.batch.trigger_environment(),
             "JOB_NAME_PREFIX": PREFIX,
             "BATCH_TARGETS": ONE_TARGET,
-            "KMS_KEY_ARN": KEY_ARN,
             "MAX_CONCURRENT_JOBS": "100",
         }
         env.update({k: str(v) for k, v in overrides.items()})
-        return TriggerSettings.from_env(env)
+        return env
+
+    def outcome_environment(self, **overrides: Any) -> dict[str, str]:
+        env = {**self.batch.outcome_environment(), "JOB_NAME_PREFIX": PREFIX}
+        env.update({k: str(v) for k, v in overrides.items()})
+        return env
+
+    def settings(self, **overrides: Any) -> TriggerSettings:
+        return TriggerSettings.from_env(self.environment(**overrides))
 
     def trigger(self, settings: TriggerSettings | None = None, **clients: Any) -> BatchTrigger:
         return BatchTrigger(

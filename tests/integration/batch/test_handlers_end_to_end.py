@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from types import SimpleNamespace
 
+import boto3
 import pytest
+from botocore.config import Config
 
-from tests.integration.batch.batch_moto import BUCKET, ONE_TARGET, PREFIX, Env
+from functions.batch_trigger.handler import TriggerFunction
+from functions.batch_trigger.handler import build_handler as build_trigger
+from functions.job_outcome.handler import OutcomeFunction
+from functions.job_outcome.handler import build_handler as build_outcome
+from tests.integration.batch.batch_moto import BUCKET, PREFIX, REGION, Env
 
 
 def _context() -> SimpleNamespace:
@@ -20,47 +25,14 @@ def _context() -> SimpleNamespace:
     )
 
 
+def _clients(service: str, config: Config) -> object:
+    return boto3.client(service, region_name=REGION, config=config)
+
+
 @pytest.fixture
-def trigger_module(env: Env, monkeypatch: pytest.MonkeyPatch):
-    for name, value in {
-        "BUCKET_NAME": BUCKET,
-        "CLAIMS_TABLE": "claims",
-        "QUEUE_URL": env.queue_url,
-        "JOB_NAME_PREFIX": PREFIX,
-        "BATCH_TARGETS": ONE_TARGET,
-        "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
-        "MAX_CONCURRENT_JOBS": "10",
-        "POWERTOOLS_METRICS_NAMESPACE": "ZeroShotClassification",
-        "POWERTOOLS_SERVICE_NAME": "batch-trigger",
-    }.items():
-        monkeypatch.setenv(name, value)
-    from functions.batch_trigger import handler as batch_trigger
-
-    module = importlib.reload(batch_trigger)  # settings and clients are per import: rebuild them inside moto
-    yield module
-    module._clients.clear()
-
-
-def _notify_input_to_queue(env: Env) -> None:
-    env.s3.put_bucket_notification_configuration(
-        Bucket=BUCKET,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "QueueArn": env.queue_arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {
-                        "Key": {
-                            "FilterRules": [
-                                {"Name": "prefix", "Value": "input/"},
-                                {"Name": "suffix", "Value": ".jsonl"},
-                            ]
-                        }
-                    },
-                }
-            ]
-        },
-    )
+def trigger_function(env: Env) -> TriggerFunction:
+    """The trigger's Lambda handler, built from the environment the stack declares (resources in moto)."""
+    return build_trigger(env.environment(MAX_CONCURRENT_JOBS=10), _clients)
 
 
 def _lambda_event(env: Env) -> dict:
@@ -89,9 +61,8 @@ def _lambda_event(env: Env) -> dict:
     return {"Records": records}
 
 
-def test_a_full_pass_from_s3_through_sqs_starts_one_job(env: Env, trigger_module) -> None:
+def test_a_full_pass_from_s3_through_sqs_starts_one_job(env: Env, trigger_function) -> None:
     # Given the bucket notifies the queue, and files (plus noise) are dropped
-    _notify_input_to_queue(env)
     keys = ["input/red flower.jsonl", "input/c++.jsonl", "input/ü/名.jsonl", "input/a%2Bb.jsonl", "input/5:00.jsonl"]
     for key in keys:
         env.put(key)
@@ -100,7 +71,7 @@ def test_a_full_pass_from_s3_through_sqs_starts_one_job(env: Env, trigger_module
     event = _lambda_event(env)
     assert any("s3:TestEvent" in r["body"] for r in event["Records"])  # moto sends S3's test event first
     # When the handler gets the batch
-    response = trigger_module.handler(event, _context())
+    response = trigger_function(event, _context())
     # Then nothing goes back to the queue and one job covers exactly the dropped .jsonl files
     assert response == {"batchItemFailures": []}
     (job,) = env.jobs()
@@ -108,13 +79,12 @@ def test_a_full_pass_from_s3_through_sqs_starts_one_job(env: Env, trigger_module
     assert job["TransformInput"]["SplitType"] == "Line" and job["TransformOutput"]["AssembleWith"] == "Line"
     # And the same events delivered again start nothing new
     env.s3.put_object(Bucket=BUCKET, Key="output/ignored.jsonl", Body=b"x")  # outputs never trigger work
-    assert trigger_module.handler(event, _context()) == {"batchItemFailures": []}
+    assert trigger_function(event, _context()) == {"batchItemFailures": []}
     assert len(env.jobs()) == 1
 
 
-def test_deferred_messages_report_failures_and_get_a_backoff(env: Env, trigger_module, monkeypatch) -> None:
+def test_deferred_messages_report_failures_and_get_a_backoff(env: Env, trigger_function, monkeypatch) -> None:
     # Given SageMaker refuses every job for quota
-    _notify_input_to_queue(env)
     env.put("input/quota.jsonl")
     event = _lambda_event(env)
     from botocore.exceptions import ClientError
@@ -122,16 +92,16 @@ def test_deferred_messages_report_failures_and_get_a_backoff(env: Env, trigger_m
     def refuse(**_kwargs):
         raise ClientError({"Error": {"Code": "ResourceLimitExceeded", "Message": "quota 0"}}, "CreateTransformJob")
 
-    sagemaker = trigger_module._client("sagemaker")
+    sagemaker = trigger_function.client("sagemaker")
     monkeypatch.setattr(sagemaker, "create_transform_job", refuse)
     changed: list[dict] = []
-    sqs = trigger_module._client("sqs")
+    sqs = trigger_function.client("sqs")
     original = sqs.change_message_visibility_batch
     monkeypatch.setattr(
         sqs, "change_message_visibility_batch", lambda **kw: (changed.extend(kw["Entries"]), original(**kw))[1]
     )
     # When the handler runs
-    response = trigger_module.handler(event, _context())
+    response = trigger_function(event, _context())
     # Then only the file's message returns to the queue (the test event is done), with the first backoff step
     file_message = next(r for r in event["Records"] if "quota.jsonl" in r["body"])
     assert response == {"batchItemFailures": [{"itemIdentifier": file_message["messageId"]}]}
@@ -139,27 +109,14 @@ def test_deferred_messages_report_failures_and_get_a_backoff(env: Env, trigger_m
 
 
 @pytest.fixture
-def outcome_module(env: Env, monkeypatch: pytest.MonkeyPatch):
-    topic = env_topic(env)
-    monkeypatch.setenv("BUCKET_NAME", BUCKET)
-    monkeypatch.setenv("JOB_NAME_PREFIX", PREFIX)
-    monkeypatch.setenv("TOPIC_ARN", topic)
-    from functions.job_outcome import handler as job_outcome
-
-    module = importlib.reload(job_outcome)
-    yield module
-
-
-def env_topic(env: Env) -> str:
-    import boto3
-
-    sns = boto3.client("sns", region_name="us-east-1")
-    topic = sns.create_topic(Name="batch-failures")["TopicArn"]
+def outcome_function(env: Env) -> OutcomeFunction:
+    """The job-outcome Lambda handler, built from the environment the stack declares; its topic feeds a probe."""
     queue = env.sqs.create_queue(QueueName="failures-probe")["QueueUrl"]
     arn = env.sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    sns = boto3.client("sns", region_name=REGION)
+    sns.subscribe(TopicArn=env.topic_arn, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
     env.failures_probe = queue  # type: ignore[attr-defined]
-    return topic
+    return build_outcome(env.outcome_environment(), _clients)
 
 
 def _job_event(name: str, status: str, reason: str | None = None) -> dict:
@@ -183,7 +140,7 @@ def _job_event(name: str, status: str, reason: str | None = None) -> dict:
     }
 
 
-def test_job_outcome_writes_status_records_per_file_and_notifies_failures(env: Env, outcome_module) -> None:
+def test_job_outcome_writes_status_records_per_file_and_notifies_failures(env: Env, outcome_function) -> None:
     # Given a job over two files of which SageMaker wrote only the first one's output (then failed)
     from functions.batch_trigger.logic import S3Object, job_name
 
@@ -197,7 +154,7 @@ def test_job_outcome_writes_status_records_per_file_and_notifies_failures(env: E
         Body=b'{"id": 1, "sequence": "s", "labels": ["x"], "scores": [1.0]}\n{"id": 2, "error": "no labels"}\n',
     )
     # When the Failed event arrives
-    result = outcome_module.handler(_job_event(name, "Failed", "ClientError: bad record in a/bad.jsonl"), _context())
+    result = outcome_function(_job_event(name, "Failed", "ClientError: bad record in a/bad.jsonl"), _context())
     # Then each file has its status record where it belongs
     ok = json.loads(env.s3.get_object(Bucket=BUCKET, Key="output/a/ok.jsonl.status.json")["Body"].read())
     bad = json.loads(env.s3.get_object(Bucket=BUCKET, Key="errors/a/bad.jsonl.status.json")["Body"].read())
@@ -209,6 +166,6 @@ def test_job_outcome_writes_status_records_per_file_and_notifies_failures(env: E
     assert json.loads(notice["Body"])["failed_inputs"] == [f"s3://{BUCKET}/input/a/bad.jsonl"]
 
 
-def test_job_outcome_ignores_other_stacks_jobs(env: Env, outcome_module) -> None:
-    result = outcome_module.handler(_job_event("someone-else-0123", "Failed"), _context())
+def test_job_outcome_ignores_other_stacks_jobs(env: Env, outcome_function) -> None:
+    result = outcome_function(_job_event("someone-else-0123", "Failed"), _context())
     assert result["ignored"] is True

@@ -63,7 +63,7 @@ def pipeline(tiny_handler, tmp_path_factory):
     def invoke(body: bytes, content_type: str, accept: str, timeout: float) -> bytes:
         return tiny_handler.invoke(body, content_type, accept)
 
-    with LocalPipeline(invoke, workdir=tmp_path_factory.mktemp("pipeline")) as running:
+    with LocalPipeline(invoke, workdir=tmp_path_factory.mktemp("pipeline")) as running, running.aws_environment():
         running.publish_stack(STACK)
         yield running
         # moto's state is per process, not per server: the next module's pipeline starts from nothing

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from functions.model_importer import handler as model_importer
-
-EVENTS = Path(__file__).resolve().parents[2] / "events"
+from tests.events import load_event
 
 
 @pytest.fixture
@@ -22,7 +20,7 @@ def deployed(hub, fx, aws, tiny_model_dir, handler_code_files, monkeypatch):
 
 
 def event(hub, fx, aws, request_type: str, **properties) -> dict:
-    payload = json.loads((EVENTS / f"model_import_{request_type.lower()}.json").read_text())
+    payload = load_event(f"model_import_{request_type.lower()}")
     payload["ResponseURL"] = f"{hub.base_url}/cfn-response/{request_type}"
     payload["ResourceProperties"].update(
         {

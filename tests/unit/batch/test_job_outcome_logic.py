@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -16,17 +15,17 @@ from functions.job_outcome.logic import (
     manifest_uri,
     status_record,
 )
+from tests.events import load_event
 from zstc_contract.jobs import is_stack_job
 from zstc_contract.settings import OutcomeSettings, SettingsError
 
-EVENTS = Path(__file__).parents[2] / "events"
 SETTINGS = OutcomeSettings.from_env(
     {"BUCKET_NAME": "zstc-batch-test", "JOB_NAME_PREFIX": "zstc-test", "TOPIC_ARN": "arn:aws:sns:eu-west-1:1:t"}
 )
 
 
 def event(name: str) -> JobEvent:
-    return JobEvent.from_event(json.loads((EVENTS / name).read_text()))
+    return JobEvent.from_event(load_event(name))
 
 
 def test_both_functions_agree_on_the_job_name_shape() -> None:
@@ -85,7 +84,7 @@ def test_missing_topic_fails_with_the_variable_named() -> None:
 @pytest.mark.parametrize("fixture", ["batch_transform_job_completed.json", "batch_transform_job_failed.json"])
 def test_the_status_record_says_which_instance_type_ran(fixture: str) -> None:
     job = event(fixture)
-    expected = json.loads((EVENTS / fixture).read_text())["detail"]["TransformResources"]["InstanceType"]
+    expected = load_event(fixture)["detail"]["TransformResources"]["InstanceType"]
     _, status = status_record(SETTINGS, job, FileOutcome("a.jsonl", job.status == "Completed", True, records=1))
     record = status.to_json()
     assert record["instance_type"] == expected

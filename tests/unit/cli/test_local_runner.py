@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from tests.events import load_event
 from zstc_local.runner import MIB, InvocationError, LocalTransformRunner, state_change_event
-
-EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 
 def description(**overrides):
@@ -104,7 +102,7 @@ def test_a_failing_model_fails_the_job_and_writes_no_output_for_that_object(s3):
 def test_the_state_change_event_has_the_shape_of_the_recorded_fixture(s3):
     outcome = LocalTransformRunner(s3=s3, invoke=echo([])).run(description())
     event = state_change_event(description(), outcome, region="us-east-1")
-    fixture = json.loads((EVENTS / "batch_transform_job_completed.json").read_text())
+    fixture = load_event("batch_transform_job_completed")
     assert set(event) == set(fixture)
     assert event["detail-type"] == fixture["detail-type"] and event["detail"]["TransformJobStatus"] == "Completed"
     assert {"TransformJobName", "TransformInput", "TransformOutput", "TransformEndTime"} <= set(event["detail"])

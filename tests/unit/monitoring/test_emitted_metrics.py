@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -11,9 +11,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from botocore.config import Config
 from moto import mock_aws
 
-from tests.integration.batch.batch_moto import BUCKET, ONE_TARGET, PREFIX, REGION, Env
+from functions.batch_trigger.handler import TriggerFunction
+from functions.batch_trigger.handler import build_handler as build_trigger
+from functions.job_outcome.handler import OutcomeFunction
+from functions.job_outcome.handler import build_handler as build_outcome
+from tests.integration.batch.batch_moto import BUCKET, PREFIX, REGION, Env
 
 NAMESPACE = "ZeroShotClassification"
 CONTEXT = SimpleNamespace(
@@ -29,9 +34,6 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": REGION,
-        "BUCKET_NAME": BUCKET,
-        "JOB_NAME_PREFIX": PREFIX,
-        "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
     }.items():
         monkeypatch.setenv(name, value)
     with mock_aws():
@@ -65,24 +67,19 @@ def totals(documents: list[dict[str, Any]], service: str) -> dict[str, float]:
 # --- trigger ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def trigger(env: Env, monkeypatch: pytest.MonkeyPatch):
-    for name, value in {
-        "CLAIMS_TABLE": "claims",
-        "QUEUE_URL": env.queue_url,
-        "BATCH_TARGETS": ONE_TARGET,
-        "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
-        "MAX_CONCURRENT_JOBS": "10",
-        "POWERTOOLS_SERVICE_NAME": "batch-trigger",
-    }.items():
-        monkeypatch.setenv(name, value)
-    from functions.batch_trigger import handler as batch_trigger
+def _clients(service: str, config: Config) -> Any:
+    import boto3
 
-    module = importlib.reload(batch_trigger)
+    return boto3.client(service, region_name=REGION, config=config)
+
+
+@pytest.fixture
+def trigger(env: Env) -> TriggerFunction:
+    """The trigger's handler as Lambda builds it, from the environment the stack declares."""
+    function = build_trigger(env.environment(MAX_CONCURRENT_JOBS=10), _clients)
     # Powertools shares one metric/dimension set per process: drop what other tests' instances left unflushed.
-    module.metrics.clear_metrics()
-    yield module
-    module._clients.clear()
+    function.metrics.clear_metrics()
+    return function
 
 
 def sqs_event(env: Env, keys: list[str]) -> dict[str, Any]:
@@ -111,7 +108,7 @@ def test_the_trigger_counts_files_received_and_jobs_started(env, trigger, capsys
     event = sqs_event(env, ["input/a.jsonl", "input/b.jsonl"])
     capsys.readouterr()
     # When the trigger handles it
-    trigger.handler(event, CONTEXT)
+    trigger(event, CONTEXT)
     # Then it reports two files received and one job started, under service=batch-trigger
     counts = totals(emitted(capsys.readouterr().out), "batch-trigger")
     assert counts["FilesReceived"] == 2
@@ -125,7 +122,7 @@ def test_the_trigger_logs_the_instance_type_each_job_started_on(env, trigger):
     trigger.logger.addHandler(capture)
     try:
         # When a file starts a job
-        trigger.handler(sqs_event(env, ["input/t.jsonl"]), CONTEXT)
+        trigger(sqs_event(env, ["input/t.jsonl"]), CONTEXT)
     finally:
         trigger.logger.removeHandler(capture)
     # Then the "Transform job started" line carries the fields of the dashboard's instance-type widget
@@ -136,10 +133,10 @@ def test_the_trigger_logs_the_instance_type_each_job_started_on(env, trigger):
 
 def test_the_trigger_counts_duplicates_and_starts_no_job_for_them(env, trigger, capsys):
     # Given a.jsonl and b.jsonl already handled in one job
-    trigger.handler(sqs_event(env, ["input/a.jsonl", "input/b.jsonl"]), CONTEXT)
+    trigger(sqs_event(env, ["input/a.jsonl", "input/b.jsonl"]), CONTEXT)
     capsys.readouterr()
     # When S3 delivers a.jsonl's event again (at-least-once) in a batch with a new file c.jsonl
-    trigger.handler(sqs_event(env, ["input/a.jsonl", "input/c.jsonl"]), CONTEXT)
+    trigger(sqs_event(env, ["input/a.jsonl", "input/c.jsonl"]), CONTEXT)
     # Then a.jsonl is counted as a duplicate, both as received, and one job starts (for c.jsonl alone)
     counts = totals(emitted(capsys.readouterr().out), "batch-trigger")
     assert counts["FilesDuplicate"] == 1
@@ -156,10 +153,10 @@ def test_the_trigger_counts_deferred_jobs_and_files(env, trigger, capsys, monkey
     def refuse(**_kwargs: Any) -> None:
         raise ClientError({"Error": {"Code": "ResourceLimitExceeded", "Message": "quota 0"}}, "CreateTransformJob")
 
-    monkeypatch.setattr(trigger._client("sagemaker"), "create_transform_job", refuse)
+    monkeypatch.setattr(trigger.client("sagemaker"), "create_transform_job", refuse)
     capsys.readouterr()
     # When the trigger handles the file
-    trigger.handler(event, CONTEXT)
+    trigger(event, CONTEXT)
     # Then one job and one file are counted as deferred, none started
     counts = totals(emitted(capsys.readouterr().out), "batch-trigger")
     assert (counts["JobsDeferred"], counts["FilesDeferred"]) == (1, 1)
@@ -168,15 +165,13 @@ def test_the_trigger_counts_deferred_jobs_and_files(env, trigger, capsys, monkey
 
 def test_the_trigger_counts_instance_type_refusals_and_moved_jobs(env, trigger, capsys, monkeypatch):
     # Given two configured types, and SageMaker refusing the first for its quota (0) but taking the second
-    import dataclasses
-
     from botocore.exceptions import ClientError
 
     from functions.batch_trigger.logic import parse_targets
     from tests.integration.batch.batch_moto import GPU_THEN_CPU
 
-    monkeypatch.setattr(trigger, "SETTINGS", dataclasses.replace(trigger.SETTINGS, targets=parse_targets(GPU_THEN_CPU)))
-    inner = trigger._client("sagemaker").create_transform_job
+    monkeypatch.setattr(trigger, "settings", dataclasses.replace(trigger.settings, targets=parse_targets(GPU_THEN_CPU)))
+    inner = trigger.client("sagemaker").create_transform_job
     calls: list[str] = []
 
     def create(**request: Any) -> Any:
@@ -190,11 +185,11 @@ def test_the_trigger_counts_instance_type_refusals_and_moved_jobs(env, trigger, 
             raise ClientError({"Error": {"Code": "ResourceLimitExceeded", "Message": message}}, "CreateTransformJob")
         return inner(**request)
 
-    monkeypatch.setattr(trigger._client("sagemaker"), "create_transform_job", create)
+    monkeypatch.setattr(trigger.client("sagemaker"), "create_transform_job", create)
     event = sqs_event(env, ["input/gpu.jsonl"])
     capsys.readouterr()
     # When the trigger handles the file
-    trigger.handler(event, CONTEXT)
+    trigger(event, CONTEXT)
     # Then the refusal and the moved job are counted, and the job started on the CPU type
     counts = totals(emitted(capsys.readouterr().out), "batch-trigger")
     assert (counts["InstanceTypeRefusals"], counts["JobsMovedToAnotherInstanceType"], counts["JobsStarted"]) == (
@@ -209,17 +204,10 @@ def test_the_trigger_counts_instance_type_refusals_and_moved_jobs(env, trigger, 
 
 
 @pytest.fixture
-def outcome(env: Env, monkeypatch: pytest.MonkeyPatch):
-    import boto3
-
-    topic = boto3.client("sns", region_name=REGION).create_topic(Name="failures")["TopicArn"]
-    monkeypatch.setenv("TOPIC_ARN", topic)
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "job-outcome")
-    from functions.job_outcome import handler as job_outcome
-
-    module = importlib.reload(job_outcome)
-    module.metrics.clear_metrics()  # shared per process, see the trigger fixture
-    return module
+def outcome(env: Env) -> OutcomeFunction:
+    function = build_outcome(env.outcome_environment(), _clients)
+    function.metrics.clear_metrics()  # shared per process, see the trigger fixture
+    return function
 
 
 def job_event(env: Env, status: str, outputs: dict[str, bytes]) -> dict[str, Any]:
@@ -257,7 +245,7 @@ def test_a_failed_job_counts_the_job_files_and_records(env, outcome, capsys):
     event = job_event(env, "Failed", {"ok.jsonl": OK_OUTPUT})
     capsys.readouterr()
     # When the outcome function handles the event
-    outcome.handler(event, CONTEXT)
+    outcome(event, CONTEXT)
     # Then the job, files and records are counted under service=job-outcome
     counts = totals(emitted(capsys.readouterr().out), "job-outcome")
     assert counts["JobsFailed"] == 1 and counts.get("JobsCompleted", 0) == 0
@@ -269,7 +257,7 @@ def test_a_failed_job_counts_the_job_files_and_records(env, outcome, capsys):
 def test_a_completed_job_with_a_missing_output_counts_it(env, outcome, capsys):
     event = job_event(env, "Completed", {"ok.jsonl": OK_OUTPUT})
     capsys.readouterr()
-    outcome.handler(event, CONTEXT)
+    outcome(event, CONTEXT)
     counts = totals(emitted(capsys.readouterr().out), "job-outcome")
     assert counts["JobsCompleted"] == 1 and counts.get("JobsFailed", 0) == 0
     assert counts["OutputsMissing"] == 1
@@ -292,7 +280,7 @@ def test_outcome_logs_name_the_job_and_each_file_and_carry_the_counts_the_dashbo
     try:
         event = job_event(env, "Failed", {"ok.jsonl": OK_OUTPUT})
         # When a job's outcome is recorded
-        outcome.handler(event, CONTEXT)
+        outcome(event, CONTEXT)
     finally:
         outcome.logger.removeHandler(capture)
     name = event["detail"]["TransformJobName"]
