@@ -120,10 +120,6 @@ class Settings:
         return self.batch_instance_types[0]
 
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    @classmethod
     def from_context(cls, context: Mapping[str, Any] | Callable[[str], Any]) -> Settings:
         """Read and validate every key. ``context`` is a mapping or ``node.try_get_context``."""
         if isinstance(context, Mapping):
