@@ -1,4 +1,6 @@
-"""zstc: the Python API, command line and local tooling of the zero-shot classification app on SageMaker.
+"""zstc: the Python API and command line of the zero-shot classification app on SageMaker (what ``pip install .``
+ships, with ``zstc_contract``). The offline emulation (``zstc demo``, ``zstc serve``, ``Classifier.local``) is
+``zstc_local``, which runs from a checkout: it is imported only inside those commands (see :mod:`zstc.checkout`).
 
 ``from zstc import Classifier`` (see :mod:`zstc.client`). The names are imported on first use, so ``import zstc``
 (and the ``zstc`` command) stays quick.

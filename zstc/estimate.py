@@ -71,7 +71,7 @@ def _app_modules() -> None:
     except ModuleNotFoundError as error:
         raise ZstcError(
             f"The CDK app's configuration (stacks/config.py) cannot be imported ({error.name} is missing): zstc "
-            f"estimate reads it from a checkout of the repository ({REPO}); run it there, after `make install`"
+            "estimate reads it from a checkout of the repository; run it there, after `make install`"
         ) from error
 
 

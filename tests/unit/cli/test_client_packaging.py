@@ -124,3 +124,22 @@ def test_importing_the_command_line_loads_no_part_of_the_emulation(module: str) 
                                            text=True, cwd=REPO).stdout))  # fmt: skip
     assert module.split(".")[0] in loaded
     assert loaded.isdisjoint(CHECKOUT_ONLY | {"aws_lambda_powertools", "pandas"}), loaded & CHECKOUT_ONLY
+
+
+@pytest.mark.parametrize(
+    ("args", "hidden", "says"),
+    [
+        (["demo"], "zstc_local.demo", "zstc demo runs the offline emulation"),
+        (["serve"], "zstc_local.serving", "zstc serve runs the offline emulation"),
+    ],
+)
+def test_a_local_command_without_the_emulation_says_where_it_runs(args, hidden, says, monkeypatch, capsys) -> None:
+    from zstc.cli import main
+
+    monkeypatch.setitem(sys.modules, hidden, None)  # as if the package were not installed (pip install .)
+    monkeypatch.setattr(sys, "argv", ["zstc", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    message = " ".join(capsys.readouterr().err.split())
+    assert exit_.value.code == 1
+    assert says in message and "from a checkout of the repository, after `make install`" in message
