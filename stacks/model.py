@@ -12,8 +12,9 @@ from stacks.checks import checkov_skip
 from stacks.network import Network
 
 
-class ZeroShotModel(Construct):
-    """One ``AWS::SageMaker::Model``.
+class SageMakerModel(Construct):
+    """One ``AWS::SageMaker::Model`` (the deployed resource; the model the handler loads in the container is
+    ``ZeroShotModel`` in ``model/code/inference.py``).
 
     ``model_data_url`` (an S3 URL of a ``model.tar.gz``) carries the weights and our handler; without it the
     container downloads ``HF_MODEL_ID`` at ``HF_MODEL_REVISION`` from the Hub when it starts, which needs internet

@@ -12,13 +12,11 @@ from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from stacks.batch import INSTANCE_REFUSED_MESSAGE, JOB_STARTED_MESSAGE, BatchPipeline
-from stacks.batch_environment import METRICS_NAMESPACE
 from stacks.config import Settings
 from stacks.encryption import EncryptionKey
 from stacks.endpoint import VARIANT, InferenceEndpoint
@@ -62,8 +60,6 @@ class Monitoring(Construct):
         self.settings = settings
         self.batch = batch
         self.endpoint = endpoint
-        self.trigger_service = _service_name(batch.trigger_function)
-        self.outcome_service = _service_name(batch.outcome_function)
 
         # --- alarm topic ----------------------------------------------------------------------------------------
         self.topic = sns.Topic(
@@ -115,17 +111,6 @@ class Monitoring(Construct):
         )
 
     # --- metrics --------------------------------------------------------------------------------------------------
-
-    def custom_metric(self, name: str, service: str, *, label: str | None = None) -> cloudwatch.Metric:
-        """A metric the batch functions emit with Powertools: namespace, one dimension ``service``, summed."""
-        return cloudwatch.Metric(
-            namespace=METRICS_NAMESPACE,
-            metric_name=name,
-            dimensions_map={"service": service},
-            statistic="Sum",
-            period=PERIOD,
-            label=label or name,
-        )
 
     def endpoint_metric(
         self, name: str, statistic: str, *, namespace: str = SAGEMAKER_NAMESPACE, label: str | None = None
@@ -189,9 +174,7 @@ class Monitoring(Construct):
         s = self.settings
         self._alarm(
             "DeadLetterMessages",
-            metric=b.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                period=PERIOD, statistic="Maximum", label="Files in the dead-letter queue"
-            ),
+            metric=b.inbox.metric_dead_letters(period=PERIOD, label="Files in the dead-letter queue"),
             threshold=1,
             description=(
                 f"Input files reached the batch dead-letter queue: no transform job could be started for them within "
@@ -202,9 +185,7 @@ class Monitoring(Construct):
         )
         self._alarm(
             "OutcomeDeadLetterMessages",
-            metric=b.outcome_dead_letter_queue.metric_approximate_number_of_messages_visible(
-                period=PERIOD, statistic="Maximum", label="Job events in the outcome dead-letter queue"
-            ),
+            metric=b.outcome.metric_dead_letters(period=PERIOD, label="Job events in the outcome dead-letter queue"),
             threshold=1,
             description=(
                 "Transform-job state changes the job-outcome function could not process (after retries): the files "
@@ -214,7 +195,7 @@ class Monitoring(Construct):
         )
         self._alarm(
             "TransformJobFailed",
-            metric=self.custom_metric("JobsFailed", self.outcome_service, label="Transform jobs failed"),
+            metric=b.outcome.metric("JobsFailed", period=PERIOD, label="Transform jobs failed"),
             threshold=1,
             notify_ok=False,
             description=(
@@ -225,9 +206,7 @@ class Monitoring(Construct):
         )
         self._alarm(
             "QueuedFileTooOld",
-            metric=b.queue.metric_approximate_age_of_oldest_message(
-                period=PERIOD, statistic="Maximum", label="Age of the oldest queued file (s)"
-            ),
+            metric=b.inbox.metric_oldest_age(period=PERIOD, label="Age of the oldest queued file (s)"),
             threshold=s.queue_age_alarm_minutes * 60,
             comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             description=(
@@ -239,7 +218,7 @@ class Monitoring(Construct):
         )
         self._alarm(
             "TriggerErrors",
-            metric=b.trigger_function.metric_errors(period=PERIOD, statistic="Sum", label="Trigger errors"),
+            metric=b.trigger.metric_errors(period=PERIOD, label="Trigger errors"),
             threshold=1,
             notify_ok=False,
             description=(
@@ -292,7 +271,7 @@ class Monitoring(Construct):
 
     def _rows(self) -> list[list[cloudwatch.IWidget]]:
         b = self.batch
-        t, o = self.trigger_service, self.outcome_service
+        t, o = b.trigger, b.outcome
         rows: list[list[cloudwatch.IWidget]] = [
             [
                 cloudwatch.TextWidget(
@@ -306,16 +285,16 @@ class Monitoring(Construct):
                 cloudwatch.GraphWidget(
                     title="Files received and jobs started",
                     left=[
-                        self.custom_metric("FilesReceived", t),
-                        self.custom_metric("FilesDuplicate", t),
-                        self.custom_metric("FilesEmpty", t),
-                        self.custom_metric("FilesDeferred", t),
+                        t.metric("FilesReceived", period=PERIOD),
+                        t.metric("FilesDuplicate", period=PERIOD),
+                        t.metric("FilesEmpty", period=PERIOD),
+                        t.metric("FilesDeferred", period=PERIOD),
                     ],
                     right=[
-                        self.custom_metric("JobsStarted", t),
-                        self.custom_metric("JobsDeferred", t),
-                        self.custom_metric("JobsMovedToAnotherInstanceType", t, label="Jobs moved to the next type"),
-                        self.custom_metric("JobsRefused", t, label="Jobs no type had quota for"),
+                        t.metric("JobsStarted", period=PERIOD),
+                        t.metric("JobsDeferred", period=PERIOD),
+                        t.metric("JobsMovedToAnotherInstanceType", period=PERIOD, label="Jobs moved to the next type"),
+                        t.metric("JobsRefused", period=PERIOD, label="Jobs no type had quota for"),
                     ],
                     left_y_axis=cloudwatch.YAxisProps(min=0, label="files", show_units=False),
                     right_y_axis=cloudwatch.YAxisProps(min=0, label="jobs", show_units=False),
@@ -324,11 +303,11 @@ class Monitoring(Construct):
                 ),
                 cloudwatch.GraphWidget(
                     title="Transform jobs completed and failed",
-                    left=[self.custom_metric("JobsCompleted", o), self.custom_metric("JobsFailed", o)],
+                    left=[o.metric("JobsCompleted", period=PERIOD), o.metric("JobsFailed", period=PERIOD)],
                     right=[
-                        self.custom_metric("FilesSucceeded", o),
-                        self.custom_metric("FilesFailed", o),
-                        self.custom_metric("OutputsMissing", o),
+                        o.metric("FilesSucceeded", period=PERIOD),
+                        o.metric("FilesFailed", period=PERIOD),
+                        o.metric("OutputsMissing", period=PERIOD),
                     ],
                     left_y_axis=cloudwatch.YAxisProps(min=0, label="jobs", show_units=False),
                     right_y_axis=cloudwatch.YAxisProps(min=0, label="files", show_units=False),
@@ -337,7 +316,7 @@ class Monitoring(Construct):
                 ),
                 cloudwatch.GraphWidget(
                     title="Records classified and error records",
-                    left=[self.custom_metric("RecordsProcessed", o), self.custom_metric("RecordErrors", o)],
+                    left=[o.metric("RecordsProcessed", period=PERIOD), o.metric("RecordErrors", period=PERIOD)],
                     left_y_axis=cloudwatch.YAxisProps(min=0, label="records", show_units=False),
                     width=8,
                     height=6,
@@ -347,18 +326,10 @@ class Monitoring(Construct):
                 cloudwatch.GraphWidget(
                     title="Queue: depth and oldest file age",
                     left=[
-                        b.queue.metric_approximate_number_of_messages_visible(
-                            period=PERIOD, statistic="Maximum", label="Waiting"
-                        ),
-                        b.queue.metric_approximate_number_of_messages_not_visible(
-                            period=PERIOD, statistic="Maximum", label="In flight or deferred"
-                        ),
+                        b.inbox.metric_waiting(period=PERIOD, label="Waiting"),
+                        b.inbox.metric_in_flight(period=PERIOD, label="In flight or deferred"),
                     ],
-                    right=[
-                        b.queue.metric_approximate_age_of_oldest_message(
-                            period=PERIOD, statistic="Maximum", label="Oldest (s)"
-                        )
-                    ],
+                    right=[b.inbox.metric_oldest_age(period=PERIOD, label="Oldest (s)")],
                     right_annotations=[
                         cloudwatch.HorizontalAnnotation(
                             value=self.settings.queue_age_alarm_minutes * 60, label="Alarm: QueuedFileTooOld"
@@ -372,12 +343,8 @@ class Monitoring(Construct):
                 cloudwatch.GraphWidget(
                     title="Dead-letter queues",
                     left=[
-                        b.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                            period=PERIOD, statistic="Maximum", label="Batch DLQ (files)"
-                        ),
-                        b.outcome_dead_letter_queue.metric_approximate_number_of_messages_visible(
-                            period=PERIOD, statistic="Maximum", label="Outcome DLQ (job events)"
-                        ),
+                        b.inbox.metric_dead_letters(period=PERIOD, label="Batch DLQ (files)"),
+                        b.outcome.metric_dead_letters(period=PERIOD, label="Outcome DLQ (job events)"),
                     ],
                     left_annotations=[cloudwatch.HorizontalAnnotation(value=1, label="Alarm")],
                     left_y_axis=cloudwatch.YAxisProps(min=0, label="messages", show_units=False),
@@ -387,10 +354,10 @@ class Monitoring(Construct):
                 cloudwatch.GraphWidget(
                     title="Trigger: errors and throttles",
                     left=[
-                        b.trigger_function.metric_invocations(period=PERIOD, statistic="Sum", label="Invocations"),
-                        b.trigger_function.metric_errors(period=PERIOD, statistic="Sum", label="Errors"),
-                        b.trigger_function.metric_throttles(period=PERIOD, statistic="Sum", label="Throttles"),
-                        b.outcome_function.metric_errors(period=PERIOD, statistic="Sum", label="Outcome errors"),
+                        b.trigger.metric_invocations(period=PERIOD, label="Invocations"),
+                        b.trigger.metric_errors(period=PERIOD, label="Errors"),
+                        b.trigger.metric_throttles(period=PERIOD, label="Throttles"),
+                        b.outcome.metric_errors(period=PERIOD, label="Outcome errors"),
                     ],
                     left_y_axis=cloudwatch.YAxisProps(min=0, show_units=False),
                     width=6,
@@ -399,13 +366,11 @@ class Monitoring(Construct):
                 cloudwatch.GraphWidget(
                     title="Trigger: duration",
                     left=[
-                        b.trigger_function.metric_duration(period=PERIOD, statistic="p50", label="p50"),
-                        b.trigger_function.metric_duration(period=PERIOD, statistic="p99", label="p99"),
-                        b.trigger_function.metric_duration(period=PERIOD, statistic="Maximum", label="Max"),
+                        b.trigger.metric_duration("p50", period=PERIOD, label="p50"),
+                        b.trigger.metric_duration("p99", period=PERIOD, label="p99"),
+                        b.trigger.metric_duration("Maximum", period=PERIOD, label="Max"),
                     ],
-                    left_annotations=[
-                        cloudwatch.HorizontalAnnotation(value=_timeout_ms(b.trigger_function), label="Timeout")
-                    ],
+                    left_annotations=[cloudwatch.HorizontalAnnotation(value=b.trigger.timeout_ms, label="Timeout")],
                     left_y_axis=cloudwatch.YAxisProps(min=0, label="ms", show_units=False),
                     width=6,
                     height=6,
@@ -418,7 +383,7 @@ class Monitoring(Construct):
             [
                 cloudwatch.LogQueryWidget(
                     title="Recent transform jobs (job-outcome logs)",
-                    log_group_names=[b.outcome_log_group.log_group_name],
+                    log_group_names=[b.outcome.log_group.log_group_name],
                     query_lines=[
                         "fields @timestamp, job_name, job_status, instance_type, files, files_failed, records, "
                         "record_errors",
@@ -438,7 +403,7 @@ class Monitoring(Construct):
             [
                 cloudwatch.LogQueryWidget(
                     title="Jobs started and quota refusals by instance type (trigger logs)",
-                    log_group_names=[b.trigger_log_group.log_group_name],
+                    log_group_names=[b.trigger.log_group.log_group_name],
                     query_lines=[
                         f'filter message in ["{JOB_STARTED_MESSAGE}", "{INSTANCE_REFUSED_MESSAGE}"]',
                         "stats count(*) as jobs by instance_type, message",
@@ -450,7 +415,7 @@ class Monitoring(Construct):
                 ),
                 cloudwatch.LogQueryWidget(
                     title="Recent job starts (trigger logs)",
-                    log_group_names=[b.trigger_log_group.log_group_name],
+                    log_group_names=[b.trigger.log_group.log_group_name],
                     query_lines=[
                         "fields @timestamp, job_name, instance_type, files, refused_instance_types, "
                         "skipped_instance_types",
@@ -584,30 +549,6 @@ class Monitoring(Construct):
                 ]
             )
         return rows
-
-
-def _service_name(function: lambda_.Function) -> str:
-    """The ``service`` dimension Powertools gives the function's metrics: its ``POWERTOOLS_SERVICE_NAME``."""
-    cfn = function.node.default_child
-    assert isinstance(cfn, lambda_.CfnFunction)
-    # The function renders its environment lazily (the public ``environment`` attribute is empty at this point):
-    # resolve the properties it will write into the template.
-    properties = Stack.of(function).resolve(cfn._cfn_properties) or {}
-    variables: dict[str, Any] = (properties.get("environment") or {}).get("variables") or {}
-    name = variables.get("POWERTOOLS_SERVICE_NAME")
-    namespace = variables.get("POWERTOOLS_METRICS_NAMESPACE")
-    if not isinstance(name, str) or namespace != METRICS_NAMESPACE:
-        raise ValueError(
-            f"{function.node.path}: the dashboard needs POWERTOOLS_SERVICE_NAME and POWERTOOLS_METRICS_NAMESPACE="
-            f"{METRICS_NAMESPACE} in the function's environment (found {name!r}, {namespace!r})"
-        )
-    return name
-
-
-def _timeout_ms(function: lambda_.Function) -> float:
-    cfn = function.node.default_child
-    assert isinstance(cfn, lambda_.CfnFunction)
-    return float(cfn.timeout or 3) * 1000
 
 
 # --- reading the synthesized dashboard (tests, scripts/render_dashboard.py) -----------------------------------------

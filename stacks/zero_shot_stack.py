@@ -6,14 +6,15 @@ import aws_cdk as cdk
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.batch import BatchPipeline, BatchTarget
+from stacks.batch import BatchPipeline
+from stacks.batch_trigger import BatchTarget
 from stacks.checks import skip_checkov_for_cdk_handlers
 from stacks.config import Settings
 from stacks.encryption import EncryptionKey
 from stacks.endpoint import InferenceEndpoint
 from stacks.execution_role import SageMakerExecutionRole
 from stacks.images import InferenceImages, processor
-from stacks.model import ZeroShotModel
+from stacks.model import SageMakerModel
 from stacks.model_import import ModelImport
 from stacks.monitoring import Monitoring
 from stacks.network import Network
@@ -75,8 +76,8 @@ class ZeroShotStack(cdk.Stack):
 
         # Batch models: one per container family (GPU / CPU) and serving environment of the configured instance
         # types, so usually one per family. The first type's model keeps the construct ID "Model".
-        self._models_by_setup: dict[tuple[str, tuple[tuple[str, str], ...]], ZeroShotModel] = {}
-        self.batch_models: dict[str, ZeroShotModel] = {}
+        self._models_by_setup: dict[tuple[str, tuple[tuple[str, str], ...]], SageMakerModel] = {}
+        self.batch_models: dict[str, SageMakerModel] = {}
         for instance_type in settings.batch_instance_types:
             setup = self._setup(instance_type, model_data_url)
             if setup not in self._models_by_setup:
@@ -117,9 +118,9 @@ class ZeroShotStack(cdk.Stack):
             network=self.network,
             log_retention=log_retention,
         )
-        cdk.CfnOutput(self, "QueueUrl", value=self.batch.queue.queue_url, description="Batch path queue")
+        cdk.CfnOutput(self, "QueueUrl", value=self.batch.inbox.queue.queue_url, description="Batch path queue")
         cdk.CfnOutput(
-            self, "DeadLetterQueueUrl", value=self.batch.dead_letter_queue.queue_url, description="Batch path DLQ"
+            self, "DeadLetterQueueUrl", value=self.batch.inbox.dead_letter_queue.queue_url, description="Batch path DLQ"
         )
         cdk.CfnOutput(
             self, "TransformJobPrefix", value=self.batch.job_name_prefix, description="Names of this stack's jobs"
@@ -157,11 +158,11 @@ class ZeroShotStack(cdk.Stack):
         """What lets two instance types share a model: the container family and the environment."""
         return processor(instance_type), tuple(sorted(self._environment(instance_type, model_data_url).items()))
 
-    def _model(self, id_: str, instance_type: str, model_data_url: str | None, *, isolated: bool) -> ZeroShotModel:
+    def _model(self, id_: str, instance_type: str, model_data_url: str | None, *, isolated: bool) -> SageMakerModel:
         """A model for ``instance_type``'s processor family; network-isolated when ``isolated`` and the weights come
         from S3 (a Hub download needs egress)."""
         environment = self._environment(instance_type, model_data_url)
-        return ZeroShotModel(
+        return SageMakerModel(
             self,
             id_,
             role=self.execution_role,

@@ -12,7 +12,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match
 
 from functions.batch_trigger import logic as batch_trigger_logic
-from stacks import batch
+from stacks import batch, batch_trigger
 from zstc_contract import backoff
 
 
@@ -67,7 +67,7 @@ def test_queue_visibility_covers_six_function_timeouts_plus_the_window(synth):
         "Properties"
     ]["Timeout"]
     props = queue["Properties"]
-    assert props["VisibilityTimeout"] >= 6 * trigger_timeout + 60
+    assert props["VisibilityTimeout"] >= 6 * trigger_timeout + s.stack.settings.batch_window_seconds
     assert props["MessageRetentionPeriod"] == 14 * 86400
     assert "KmsMasterKeyId" in props
 
@@ -96,15 +96,15 @@ def test_the_dlq_keeps_long_patience_within_a_thousand_receives(synth, hours):
     assert receives == backoff.receives_for_patience(hours * 3600, base=base, maximum=maximum) <= 1000
 
 
-def test_event_source_mapping_reports_partial_failures_with_the_window(synth):
-    synth().template.has_resource_properties(
-        "AWS::Lambda::EventSourceMapping",
-        {
-            "FunctionResponseTypes": ["ReportBatchItemFailures"],
-            "MaximumBatchingWindowInSeconds": 60,
-            "BatchSize": 1000,
-        },
-    )
+@pytest.mark.parametrize("window", [None, 45])
+def test_event_source_mapping_reports_partial_failures_with_the_window(synth, cdk_context, window):
+    # The window is the configured one (cdk.json's default, or -c batch_window_seconds=45), nothing else
+    s = synth() if window is None else synth(batch_window_seconds=window)
+    mapping = s.only("AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["MaximumBatchingWindowInSeconds"] == s.stack.settings.batch_window_seconds
+    assert mapping["MaximumBatchingWindowInSeconds"] == (window or cdk_context["batch_window_seconds"])
+    assert mapping["BatchSize"] == 1000
 
 
 def test_window_zero_maps_small_batches_without_a_window(synth):
@@ -123,11 +123,71 @@ def test_the_bucket_notifies_the_queue_for_input_jsonl_only(synth):
     assert config["Events"] == ["s3:ObjectCreated:*"]
 
 
-def test_the_key_lets_s3_and_eventbridge_use_it(synth):
-    policy = synth().only("AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
-    services = {json.dumps(st["Principal"]) for st in policy if st.get("Sid", "").startswith("Allow")}
-    assert any("s3.amazonaws.com" in p for p in services)
-    assert any("events.amazonaws.com" in p for p in services)
+def key_statements(s: Any, service: str) -> list[dict[str, Any]]:
+    statements = s.only("AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
+    return [st for st in statements if st.get("Principal") == {"Service": service}]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"vpc": True, "endpoint_mode": "provisioned"}])
+def test_the_key_lets_s3_notify_the_queue_with_the_documented_statement(synth, overrides):
+    # The statement AWS documents for S3 event notifications to an SSE-KMS queue: the S3 principal, GenerateDataKey
+    # and Decrypt, on the key, without a condition (a condition may make S3 refuse the notification configuration)
+    (statement,) = key_statements(synth(**overrides), "s3.amazonaws.com")
+    assert statement["Effect"] == "Allow" and statement["Resource"] == "*"
+    assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert "Condition" not in statement
+    # and the queue policy is what binds the notifications to this bucket and account
+    s = synth(**overrides)
+    queue = logical_id_of(s, "AWS::SQS::Queue", "BatchQueue")
+    (policy,) = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in s.resources("AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [{"Ref": queue}]
+    ]
+    (allow,) = [st for st in policy if st["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
+    notified = s.only("Custom::S3BucketNotifications")["Properties"]["BucketName"]["Ref"]
+    assert allow["Condition"]["ArnLike"] == {"aws:SourceArn": {"Fn::GetAtt": [notified, "Arn"]}}
+    assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+def test_eventbridge_may_use_the_key_only_to_dead_letter_job_events(synth):
+    # Its one statement is for the outcome rule's SSE-KMS dead-letter queue, bound to the account
+    s = synth()
+    (statement,) = key_statements(s, "events.amazonaws.com")
+    assert statement["Sid"] == "AllowEventBridgeToDeadLetterJobEvents"
+    assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    (target,) = s.only("AWS::Events::Rule")["Properties"]["Targets"]
+    dlq = logical_id_of(s, "AWS::SQS::Queue", "BatchOutcomeDeadLetterQueue")
+    assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": [dlq, "Arn"]}
+    assert "KmsMasterKeyId" in s.resources("AWS::SQS::Queue")[dlq]["Properties"]
+
+
+def test_only_the_outcome_functions_iam_role_can_publish_failures(synth):
+    s = synth()
+    topic = {"Ref": logical_id_of(s, "AWS::SNS::Topic", "BatchFailureTopic")}
+    # No service principal (EventBridge or other) may publish: the topic policy only denies plain HTTP
+    (policy,) = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in s.resources("AWS::SNS::TopicPolicy").values()
+        if p["Properties"]["Topics"] == [topic]
+    ]
+    assert [st["Effect"] for st in policy] == ["Deny"]
+    assert policy[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # and of the stack's roles, only the outcome function's is granted sns:Publish on it
+    publishers = set()
+    for policy_resource in s.resources("AWS::IAM::Policy").values():
+        for st in policy_resource["Properties"]["PolicyDocument"]["Statement"]:
+            if "sns:Publish" in as_list(st["Action"]) and topic in as_list(st["Resource"]):
+                publishers.update(r["Ref"] for r in policy_resource["Properties"]["Roles"])
+    outcome = s.resources("AWS::Lambda::Function")[logical_id_of(s, "AWS::Lambda::Function", "BatchOutcome")]
+    assert publishers == {outcome["Properties"]["Role"]["Fn::GetAtt"][0]}
+
+
+def logical_id_of(s: Any, kind: str, prefix: str) -> str:
+    (found,) = [k for k in s.resources(kind) if k.startswith(prefix)]
+    return found
 
 
 def test_the_claims_table_is_encrypted_recoverable_and_expiring(synth):
@@ -333,3 +393,95 @@ def test_functions_ship_their_package_and_the_contract_layer(tmp_path: Path) -> 
     assert "batch_trigger/handler.py" in contents and "batch_trigger/logic.py" in contents
     assert "python/zstc_contract/__init__.py" in contents
     assert not any("__pycache__" in c for c in contents)
+
+
+# --- the units' methods (what monitoring and the units use instead of reading CloudFormation properties) ----------
+
+
+def resolved_dimensions(s: Any, metric: Any) -> dict[str, Any]:
+    return {k: s.stack.resolve(v) for k, v in metric.dimensions.items()}
+
+
+def test_function_metrics_are_on_their_own_function(synth):
+    s = synth()
+    b = s.stack.batch
+    period = cdk.Duration.minutes(5)
+    for unit, prefix in ((b.trigger, "BatchTrigger"), (b.outcome, "BatchOutcome")):
+        function = {"Ref": logical_id_of(s, "AWS::Lambda::Function", prefix)}
+        for metric, name, statistic in (
+            (unit.metric_errors(period=period, label="e"), "Errors", "Sum"),
+            (unit.metric_invocations(period=period, label="i"), "Invocations", "Sum"),
+            (unit.metric_throttles(period=period, label="t"), "Throttles", "Sum"),
+            (unit.metric_duration("p99", period=period, label="d"), "Duration", "p99"),
+        ):
+            assert (metric.namespace, metric.metric_name, metric.statistic) == ("AWS/Lambda", name, statistic)
+            assert resolved_dimensions(s, metric) == {"FunctionName": function}
+        # Powertools metrics: the namespace and service the function's environment gives Powertools
+        env = env_of(s, prefix)
+        custom = unit.metric("JobsFailed", period=period)
+        assert (custom.namespace, custom.metric_name, custom.statistic) == (
+            env["POWERTOOLS_METRICS_NAMESPACE"],
+            "JobsFailed",
+            "Sum",
+        )
+        assert custom.dimensions == {"service": env["POWERTOOLS_SERVICE_NAME"]}
+        assert unit.timeout_ms == s.resources("AWS::Lambda::Function")[function["Ref"]]["Properties"]["Timeout"] * 1000
+        assert s.stack.resolve(unit.log_group.log_group_name) == {
+            "Ref": logical_id_of(s, "AWS::Logs::LogGroup", f"{prefix}Logs")
+        }
+    assert b.trigger.service != b.outcome.service
+
+
+def test_queue_metrics_are_on_their_own_queue(synth):
+    s = synth()
+    b = s.stack.batch
+    period = cdk.Duration.minutes(5)
+
+    def queue(prefix: str) -> dict[str, Any]:
+        return {"QueueName": {"Fn::GetAtt": [logical_id_of(s, "AWS::SQS::Queue", prefix), "QueueName"]}}
+
+    for metric, name, on in (
+        (b.inbox.metric_waiting(period=period, label="w"), "ApproximateNumberOfMessagesVisible", "BatchQueue"),
+        (b.inbox.metric_in_flight(period=period, label="f"), "ApproximateNumberOfMessagesNotVisible", "BatchQueue"),
+        (b.inbox.metric_oldest_age(period=period, label="a"), "ApproximateAgeOfOldestMessage", "BatchQueue"),
+        (
+            b.inbox.metric_dead_letters(period=period, label="d"),
+            "ApproximateNumberOfMessagesVisible",
+            "BatchDeadLetter",
+        ),
+        (
+            b.outcome.metric_dead_letters(period=period, label="o"),
+            "ApproximateNumberOfMessagesVisible",
+            "BatchOutcomeDead",
+        ),
+    ):
+        assert (metric.namespace, metric.metric_name, metric.statistic) == ("AWS/SQS", name, "Maximum")
+        assert resolved_dimensions(s, metric) == queue(on)
+
+
+def test_the_claims_grant_gives_item_access_to_the_claims_table_only(synth):
+    s = synth()
+    table = {"Fn::GetAtt": [logical_id_of(s, "AWS::DynamoDB::Table", "BatchClaims"), "Arn"]}
+    dynamo = [
+        st for st in statements_of(s, "BatchTrigger") if any(a.startswith("dynamodb:") for a in as_list(st["Action"]))
+    ]
+    assert len(dynamo) == 1
+    assert sorted(as_list(dynamo[0]["Action"])) == sorted(batch_trigger.CLAIM_ACTIONS)
+    assert as_list(dynamo[0]["Resource"])[0] == table
+    assert all(r == table or r == {"Ref": "AWS::NoValue"} for r in as_list(dynamo[0]["Resource"]))
+    # the outcome function has no access to the table
+    assert not [
+        st for st in statements_of(s, "BatchOutcome") if any(a.startswith("dynamodb:") for a in as_list(st["Action"]))
+    ]
+
+
+def test_the_publish_grant_gives_publish_on_the_failure_topic_only(synth):
+    s = synth()
+    topic = {"Ref": logical_id_of(s, "AWS::SNS::Topic", "BatchFailureTopic")}
+    publishing = [
+        st for st in statements_of(s, "BatchOutcome") if any(a.startswith("sns:") for a in as_list(st["Action"]))
+    ]
+    assert [(as_list(st["Action"]), as_list(st["Resource"])) for st in publishing] == [(["sns:Publish"], [topic])]
+    assert not [
+        st for st in statements_of(s, "BatchTrigger") if any(a.startswith("sns:") for a in as_list(st["Action"]))
+    ]

@@ -359,11 +359,10 @@ def test_the_alarm_topic_is_encrypted_with_the_stack_key_and_tls_only(synth):
     assert ":alarm:*" in str(cloudwatch["Condition"]["ArnLike"]["aws:SourceArn"])
 
 
-@pytest.mark.parametrize("service", ["cloudwatch.amazonaws.com", "events.amazonaws.com"])
-def test_the_key_policy_lets_cloudwatch_and_eventbridge_publish_to_encrypted_topics(synth, service):
+def test_the_key_policy_lets_cloudwatch_publish_to_the_encrypted_alarm_topic(synth):
     s = synth()
     statements = s.only("AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
-    (statement,) = [st for st in statements if st.get("Principal") == {"Service": service}]
+    (statement,) = [st for st in statements if st.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
     assert statement["Effect"] == "Allow"
     assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
     assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
