@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from stacks.config import Settings
+from stacks.pair_rates import batch_rate
 from zstc_contract.backoff import backoff_max_seconds
 from zstc_contract.layout import PREFIXES
 from zstc_contract.settings import Env, Target
@@ -62,6 +63,17 @@ def _common(settings: Settings, resources: BatchResources, service: str) -> dict
     }
 
 
+def with_pair_rate(settings: Settings, target: TargetDecision) -> TargetDecision:
+    """``target`` with the pair rate of ``settings.model_id`` on its instance type (the table's, see
+    ``stacks/pair_rates.py``); unchanged where a rate was already decided."""
+    if target.pairs_per_second is not None:
+        return target
+    rate = batch_rate(settings, target.instance_type)
+    if rate is None:
+        return target
+    return replace(target, pairs_per_second=round(rate.pairs_per_second, 3), tokens_per_pair=rate.tokens_per_pair)
+
+
 def trigger_environment(
     settings: Settings,
     resources: BatchResources,
@@ -76,8 +88,9 @@ def trigger_environment(
         Env.CLAIMS_TABLE: resources.claims_table_name,
         Env.QUEUE_URL: resources.queue_url,
         # The trigger's choices, decided at synthesis: per instance type (most preferred first) the model of its
-        # container family and the volume key (none on NVMe types, which SageMaker rejects it for).
-        Env.BATCH_TARGETS: encode_json([t.to_json() for t in targets]),
+        # container family, the volume key (none on NVMe types, which SageMaker rejects it for) and the pair rate
+        # of the configured model there, which sizes each job's mini-batches.
+        Env.BATCH_TARGETS: encode_json([with_pair_rate(settings, t).to_json() for t in targets]),
         Env.QUOTA_REFUSAL_TTL_SECONDS: str(QUOTA_REFUSAL_TTL_SECONDS),
         Env.INSTANCE_COUNT: str(settings.batch_instance_count),
         Env.MAX_CONCURRENT_JOBS: str(settings.batch_max_concurrent_jobs),

@@ -13,6 +13,7 @@ from typing import Final
 from zstc_contract.backoff import MAX_VISIBILITY_SECONDS
 from zstc_contract.jobs import JOB_PREFIX, MAX_JOB_PREFIX
 from zstc_contract.layout import PREFIXES
+from zstc_contract.rates import DEFAULT_TOKENS_PER_PAIR
 
 
 class Env:
@@ -93,22 +94,33 @@ def int_env(env: Mapping[str, str], name: str, default: int | None, low: int, hi
 @dataclass(frozen=True)
 class Target:
     """One instance type a job may run on, with what the stack decided for it: the SageMaker model (of the right
-    container family) and the volume KMS key (None on instance types with local NVMe storage, which reject one)."""
+    container family), the volume KMS key (None on instance types with local NVMe storage, which reject one) and the
+    handler's pair rate there for the configured model (``zstc_contract.rates``; None where the table has no
+    figure), from which the trigger sizes each job's mini-batches (``zstc_contract.sizing``)."""
 
     instance_type: str
     model_name: str
     volume_kms_key: str | None
+    pairs_per_second: float | None = None
+    tokens_per_pair: float = DEFAULT_TOKENS_PER_PAIR
 
-    def to_json(self) -> dict[str, str | None]:
+    def to_json(self) -> dict[str, str | float | None]:
         return {
             "instance_type": self.instance_type,
             "model_name": self.model_name,
             "volume_kms_key": self.volume_kms_key,
+            "pairs_per_second": self.pairs_per_second,
+            "tokens_per_pair": self.tokens_per_pair,
         }
 
 
+def _positive_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")
+
+
 def parse_targets(raw: str | None) -> tuple[Target, ...]:
-    """``BATCH_TARGETS``: a JSON list, most preferred first, of ``{instance_type, model_name, volume_kms_key}``."""
+    """``BATCH_TARGETS``: a JSON list, most preferred first, of ``{instance_type, model_name, volume_kms_key,
+    pairs_per_second, tokens_per_pair}`` (the last two optional)."""
     name = Env.BATCH_TARGETS
     example = '[{"instance_type": "ml.m5.xlarge", "model_name": "m", "volume_kms_key": null}]'
     if not raw:
@@ -128,9 +140,20 @@ def parse_targets(raw: str | None) -> tuple[Target, ...]:
             or not isinstance(item.get("model_name"), str)
             or not item["model_name"]
             or not isinstance(item.get("volume_kms_key"), str | None)
+            or not (item.get("pairs_per_second") is None or _positive_number(item["pairs_per_second"]))
+            or not _positive_number(item.get("tokens_per_pair", DEFAULT_TOKENS_PER_PAIR))
         ):
             raise SettingsError(f"{name} entry {item!r}: expected e.g. {example}")
-        targets.append(Target(item["instance_type"], item["model_name"], item.get("volume_kms_key") or None))
+        rate = item.get("pairs_per_second")
+        targets.append(
+            Target(
+                item["instance_type"],
+                item["model_name"],
+                item.get("volume_kms_key") or None,
+                float(rate) if rate is not None else None,
+                float(item.get("tokens_per_pair", DEFAULT_TOKENS_PER_PAIR)),
+            )
+        )
     if len({t.instance_type for t in targets}) != len(targets):
         raise SettingsError(f"{name}={raw!r}: each instance type may be listed once")
     return tuple(targets)

@@ -21,6 +21,7 @@ from zstc_contract.layout import manifest_key as layout_manifest_key
 from zstc_contract.manifest import encode_manifest
 from zstc_contract.settings import Target, TriggerSettings
 from zstc_contract.settings import parse_targets as parse_targets  # re-exported: tests parse targets here
+from zstc_contract.sizing import MULTI_RECORD, Batching, FileSample, choose_batching
 from zstc_contract.uri import s3_uri
 
 # Claim states in the claims table.
@@ -29,6 +30,8 @@ STARTED: Final = "STARTED"  # the job that covers this object version exists
 # Log messages the dashboard's instance-type widgets query (mirrored in stacks/batch.py).
 JOB_STARTED_MESSAGE: Final = "Transform job started"
 INSTANCE_REFUSED_MESSAGE: Final = "Instance type refused: quota too small for the job"
+# A sampled record would take longer than the invocation timeout even alone (zstc_contract.sizing).
+RECORD_TOO_SLOW_MESSAGE: Final = "A record cannot finish within the invocation timeout"
 # Rows of the claims table that remember an instance type's quota refusal (pk = prefix + instance type).
 REFUSAL_PK_PREFIX: Final = "quota-refusal#"
 
@@ -158,8 +161,25 @@ def manifest_body(settings: TriggerSettings, objects: Sequence[S3Object]) -> byt
     )
 
 
+def job_batching(settings: TriggerSettings, target: Target, samples: Sequence[FileSample]) -> Batching:
+    """How a job on ``target`` batches its records: from the target's pair rate and the files' sampled density,
+    within the configured payload and timeout (``zstc_contract.sizing``)."""
+    return choose_batching(
+        samples,
+        pairs_per_second=target.pairs_per_second,
+        timeout_seconds=settings.model_timeout_seconds,
+        max_payload_mb=settings.max_payload_mb,
+        multi_record=settings.batch_strategy == MULTI_RECORD,
+    )
+
+
 def transform_request(
-    settings: TriggerSettings, name: str, manifest_uri: str, files: int, target: Target
+    settings: TriggerSettings,
+    name: str,
+    manifest_uri: str,
+    files: int,
+    target: Target,
+    batching: Batching | None = None,
 ) -> dict[str, Any]:
     """The ``CreateTransformJob`` request for one manifest on one instance type (``target``).
 
@@ -167,19 +187,21 @@ def transform_request(
     answers a MultiRecord body line for line and echoes ``id``). VPC config and the execution role come from the
     model, and so does the model server's timeout (the model's environment matches ``batch_model_timeout_seconds``).
     The volume KMS key is the target's: the stack omits it on NVMe instance types, whose local storage SageMaker
-    cannot KMS-encrypt.
+    cannot KMS-encrypt. ``batching`` (:func:`job_batching`) sets ``BatchStrategy`` / ``MaxPayloadInMB`` so that one
+    invocation stays well inside the timeout; without it the configured values apply.
     """
+    batching = batching or job_batching(settings, target, [])
     resources: dict[str, Any] = {"InstanceType": target.instance_type, "InstanceCount": settings.instance_count}
     if target.volume_kms_key:
         resources["VolumeKmsKeyId"] = target.volume_kms_key
-    # The stock handler accepts exactly application/json, one record per request.
-    content_type = "application/jsonlines" if settings.batch_strategy == "MultiRecord" else "application/json"
+    # The stock handler accepts exactly application/json, one record per request; ours JSON Lines, one or many.
+    content_type = "application/jsonlines" if settings.batch_strategy == MULTI_RECORD else "application/json"
     return {
         "TransformJobName": name,
         "ModelName": target.model_name,
         "MaxConcurrentTransforms": settings.max_concurrent_transforms,
-        "MaxPayloadInMB": settings.max_payload_mb,
-        "BatchStrategy": settings.batch_strategy,
+        "MaxPayloadInMB": batching.max_payload_mb,
+        "BatchStrategy": batching.strategy,
         "ModelClientConfig": {
             "InvocationsTimeoutInSeconds": settings.model_timeout_seconds,
             "InvocationsMaxRetries": settings.model_retries,
@@ -205,6 +227,7 @@ def transform_request(
             {"Key": "zstc:files", "Value": str(files)},
             {"Key": "zstc:job-prefix", "Value": settings.job_name_prefix},
             {"Key": "zstc:instance-type", "Value": target.instance_type},
+            {"Key": "zstc:batch-strategy", "Value": f"{batching.strategy} {batching.max_payload_mb} MB"},
         ],
     }
 

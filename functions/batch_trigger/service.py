@@ -41,6 +41,7 @@ from .logic import (
     CLAIMED,
     INSTANCE_REFUSED_MESSAGE,
     JOB_STARTED_MESSAGE,
+    RECORD_TOO_SLOW_MESSAGE,
     STARTED,
     Claim,
     QuotaAnswer,
@@ -50,6 +51,7 @@ from .logic import (
     instance_quota_answer,
     is_deferrable,
     is_name_taken,
+    job_batching,
     manifest_body,
     manifest_key,
     parse_message,
@@ -58,6 +60,7 @@ from .logic import (
     transform_request,
     try_order,
 )
+from .sampling import read_heads, samples_of
 
 
 class Deferred(Exception):
@@ -406,8 +409,10 @@ class BatchTrigger:
         """
         refused = self._refused_types(ctx)
         answers: list[QuotaAnswer] = []
+        heads = read_heads(self.s3, objects, self.logger)  # once per job: the targets differ only in their rates
         for target in try_order(self.settings.targets, refused):
-            request = transform_request(self.settings, name, manifest_uri, files, target)
+            batching = job_batching(self.settings, target, samples_of(heads, tokens_per_pair=target.tokens_per_pair))
+            request = transform_request(self.settings, name, manifest_uri, files, target, batching)
             try:
                 self.sagemaker.create_transform_job(**request)
             except ClientError as error:
@@ -433,10 +438,17 @@ class BatchTrigger:
                     "files": files,
                     "instance_type": target.instance_type,
                     "model_name": target.model_name,
+                    "batch_strategy": batching.strategy,
+                    "max_payload_mb": batching.max_payload_mb,
+                    "expected_invocation_seconds": batching.expected_seconds,
+                    "batching_reason": batching.reason,
                     "refused_instance_types": [a.instance_type for a in answers],
                     "skipped_instance_types": sorted(set(refused) - {a.instance_type for a in answers}),
                 },
             )
+            if batching.warning:
+                self.metrics.add_metric(name="RecordsTooSlowForTimeout", unit="Count", value=1)
+                self.logger.warning(RECORD_TOO_SLOW_MESSAGE, extra={"job_name": name, "warning": batching.warning})
             if target.instance_type in refused:  # the quota was raised: later files may use the type again
                 self._forget_refusal(target)
             return True
