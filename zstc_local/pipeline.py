@@ -50,7 +50,7 @@ from functions.job_outcome.handler import OutcomeFunction
 from functions.job_outcome.handler import build_handler as build_outcome
 from zstc.stack import StackOutputs
 from zstc_contract.layout import PREFIXES
-from zstc_contract.settings import Env
+from zstc_contract.settings import Env, parse_targets
 from zstc_local.resources import ACCOUNT, EmulatedBatch, ResourceNames, create_batch_resources, stack_settings
 from zstc_local.runner import Invoke, JobOutcome, LocalTransformRunner, state_change_event
 
@@ -351,7 +351,9 @@ class LocalPipeline:
                     continue
                 self._done_jobs.add(name)
                 description = sagemaker.describe_transform_job(TransformJobName=name)
-                outcome = LocalTransformRunner(s3=s3, invoke=self.invoke).run(description)
+                # The invocation timeout is applied at the real hardware's speed: the stack's decided pair rates.
+                targets = parse_targets(r.trigger_environment()[Env.BATCH_TARGETS])
+                outcome = LocalTransformRunner(s3=s3, invoke=self.invoke, targets=targets).run(description)
                 event = state_change_event(description, outcome, region=REGION, account=ACCOUNT)
                 self.outcome(event, FakeLambdaContext("job-outcome"))
                 with self._lock:

@@ -20,11 +20,12 @@ What it does not do: several instances or concurrent transforms, data/output fil
 from __future__ import annotations
 
 import gzip
+import json
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,8 @@ from typing import Any
 from zstc_contract.jobs import COMPLETED, FAILED
 from zstc_contract.layout import OUTPUT_SUFFIX
 from zstc_contract.manifest import decode_manifest
+from zstc_contract.settings import Target
+from zstc_contract.sizing import record_weighted_pairs
 from zstc_contract.uri import s3_uri, split_uri
 
 Invoke = Callable[[bytes, str, str, float], bytes]
@@ -94,9 +97,27 @@ def _join_uri(base: str, relative: str) -> str:
 
 
 class LocalTransformRunner:
-    def __init__(self, *, s3: Any, invoke: Invoke) -> None:
+    """``targets``: the instance types the stack decided (``BATCH_TARGETS``), whose pair rates give the time a
+    mini-batch would take on the real hardware and model. The tiny test model answers in milliseconds: without this,
+    a mini-batch that would outlive ``InvocationsTimeoutInSeconds`` on SageMaker would pass here."""
+
+    def __init__(self, *, s3: Any, invoke: Invoke, targets: Sequence[Target] = ()) -> None:
         self.s3 = s3
         self.invoke = invoke
+        self.targets = {t.instance_type: t for t in targets}
+
+    def expected_seconds(self, description: dict[str, Any], batch: Sequence[bytes]) -> float | None:
+        """How long ``batch`` would take on the job's instance type (None: no pair rate decided for it)."""
+        target = self.targets.get(description.get("TransformResources", {}).get("InstanceType", ""))
+        if target is None or not target.pairs_per_second:
+            return None
+        pairs = 0.0
+        for record in batch:
+            try:
+                pairs += record_weighted_pairs(json.loads(record), tokens_per_pair=target.tokens_per_pair)
+            except ValueError:
+                continue  # answered with an error record, without the model
+        return pairs / target.pairs_per_second
 
     # --- inputs --------------------------------------------------------------------------------------------------
 
@@ -174,7 +195,17 @@ class LocalTransformRunner:
                     raise ValueError(f"the object is larger than MaxPayloadInMB ({max_payload // MIB} MB)")
                 records, batches = [data], [[data]]
             parts = []
+            timeout = float(client.get("InvocationsTimeoutInSeconds", 600))
             for batch in batches:
+                expected = self.expected_seconds(description, batch)
+                if expected is not None and expected > timeout:
+                    # SageMaker waits out the timeout on every attempt, then fails the object.
+                    outcome.requests += 1 + int(client.get("InvocationsMaxRetries", 3))
+                    raise InvocationError(
+                        f"a mini-batch of {len(batch)} records needs about {expected:,.0f} s on "
+                        f"{description['TransformResources']['InstanceType']}, more than InvocationsTimeoutInSeconds "
+                        f"({timeout:.0f} s): the invocation timed out"
+                    )
                 response = self._invoke_with_retries(b"\n".join(batch), content_type, accept, client)
                 outcome.requests += 1
                 parts.append(response if response.endswith(b"\n") else response + b"\n")

@@ -107,3 +107,64 @@ def test_the_state_change_event_has_the_shape_of_the_recorded_fixture(s3):
     assert event["detail-type"] == fixture["detail-type"] and event["detail"]["TransformJobStatus"] == "Completed"
     assert {"TransformJobName", "TransformInput", "TransformOutput", "TransformEndTime"} <= set(event["detail"])
     assert isinstance(event["detail"]["TransformEndTime"], int)
+
+
+# --- the invocation timeout at the real hardware's speed ------------------------------------------------------------
+
+
+def _tweets_job(s3, strategy: str) -> dict:
+    import csv
+    from pathlib import Path
+
+    shared = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "new_years_resolutions_2015.csv"
+    labels = [
+        "Health & Fitness", "Personal Growth", "Finance", "Career", "Education/Training", "Humor",
+        "Family/Friends/Relationships", "Recreation & Leisure", "Time Management/Organization", "Philanthropic",
+    ]  # fmt: skip
+    with shared.open(encoding="utf-8", errors="replace", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    body = "".join(
+        json.dumps({"id": str(i), "inputs": r["text"], "parameters": {"candidate_labels": labels}}) + "\n"
+        for i, r in enumerate(rows)
+    )
+    s3.put_object(Bucket="bkt", Key="input/tweets.jsonl", Body=body.encode("utf-8"))
+    s3.put_object(
+        Bucket="bkt", Key="manifests/job-1.json", Body=json.dumps([{"prefix": "s3://bkt/input/"}, "tweets.jsonl"])
+    )
+    return description(
+        BatchStrategy=strategy,
+        ModelClientConfig={"InvocationsTimeoutInSeconds": 3600, "InvocationsMaxRetries": 1},
+    )
+
+
+def test_the_old_1_mb_cpu_mini_batch_times_out_and_the_new_sizing_finishes(s3):
+    from functions.batch_trigger.logic import job_batching
+    from functions.batch_trigger.sampling import samples_of
+    from zstc_contract.settings import Target, TriggerSettings
+
+    # bart-large on ml.m5.xlarge, as synthesis decides it from the throughput table
+    cpu = Target("ml.m5.xlarge", "m", None, pairs_per_second=4.144, tokens_per_pair=36.1)
+    old = _tweets_job(s3, "MultiRecord")
+    calls: list[bytes] = []
+    failed = LocalTransformRunner(s3=s3, invoke=echo(calls), targets=[cpu]).run(old)
+    # Then the 1 MB mini-batch (~3,000 tweets × 10 labels ≈ 7,700 s) outlives the 3,600 s timeout: the file fails
+    assert failed.status == "Failed"
+    assert "InvocationsTimeoutInSeconds" in failed.objects[0].error
+    assert calls == []  # the emulation does not wait out an hour; it knows the answer
+    # When the trigger sizes the job (the same code as in AWS) from the file's first lines
+    head = s3.get_object(Bucket="bkt", Key="input/tweets.jsonl", Range="bytes=0-262143")["Body"].read()
+    settings = TriggerSettings(
+        bucket="bkt", claims_table="t", queue_url="q", job_name_prefix="p-batch", targets=(cpu,), kms_key_arn="k"
+    )
+    batching = job_batching(settings, cpu, samples_of([(head, False)], tokens_per_pair=cpu.tokens_per_pair))
+    sized = dict(old, BatchStrategy=batching.strategy, MaxPayloadInMB=batching.max_payload_mb)
+    passed = LocalTransformRunner(s3=s3, invoke=echo(calls), targets=[cpu]).run(sized)
+    # Then each tweet is one invocation of a few seconds, and the file completes
+    assert batching.strategy == "SingleRecord"
+    assert passed.status == "Completed"
+    assert passed.objects[0].records == len(calls) > 3000
+
+
+def test_without_a_decided_rate_the_runner_does_not_guess(s3):
+    job = _tweets_job(s3, "MultiRecord")
+    assert LocalTransformRunner(s3=s3, invoke=echo([])).run(job).status == "Completed"
