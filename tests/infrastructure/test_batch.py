@@ -60,6 +60,33 @@ def test_the_batch_path_synthesizes_with_the_compliance_packs(synth):
     s.template.resource_count_is("AWS::DynamoDB::Table", 1)
 
 
+# The logical ids of the deployed batch resources: a changed id makes CloudFormation replace the resource (a new,
+# empty queue, claims table or topic). Splitting or moving the units must keep these.
+DEPLOYED_IDS = {
+    "BatchClaimsB7AED848": "AWS::DynamoDB::Table",
+    "BatchDeadLetterQueueF9DFFFE6": "AWS::SQS::Queue",
+    "BatchQueue00F466B7": "AWS::SQS::Queue",
+    "BatchOutcomeDeadLetterQueueD0C3DB2D": "AWS::SQS::Queue",
+    "BatchFailureTopic300C5089": "AWS::SNS::Topic",
+    "BatchJobStateRuleBE81420E": "AWS::Events::Rule",
+    "BatchTrigger8D9E9196": "AWS::Lambda::Function",
+    "BatchOutcome0B8DB508": "AWS::Lambda::Function",
+    "BatchTriggerLogs8C332DE5": "AWS::Logs::LogGroup",
+    "BatchOutcomeLogsC53E21C4": "AWS::Logs::LogGroup",
+    "BatchTriggerRole4275A133": "AWS::IAM::Role",
+    "BatchOutcomeRoleE256F8C6": "AWS::IAM::Role",
+}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"vpc": True, "endpoint_mode": "provisioned"}, {"batch_instance_types": "ml.g4dn.xlarge,ml.m5.xlarge"}],
+)
+def test_the_batch_resources_keep_their_deployed_logical_ids(synth, overrides):
+    resources = synth(**overrides).raw["Resources"]
+    assert {k: resources[k]["Type"] for k in DEPLOYED_IDS if k in resources} == DEPLOYED_IDS
+
+
 def test_queue_visibility_covers_six_function_timeouts_plus_the_window(synth):
     s = synth()
     queue = next(v for k, v in s.resources("AWS::SQS::Queue").items() if k.startswith("BatchQueue"))
