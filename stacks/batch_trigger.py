@@ -136,6 +136,8 @@ class TriggerFunction(BatchFunction):
                 role_findings={
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.manifests}*]": "The trigger writes and reads "
                     "one manifest per job, named after the job: only the manifests/ prefix.",
+                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.input}*]": "Reads the first 256 KB of a "
+                    "job's input files (any key under input/) to size its mini-batches: read only, input/ only.",
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*.status.json]": "Status records of "
                     "empty input files, one per input key: only *.status.json under errors/.",
                     f"AwsSolutions-IAM5[Resource::{job_arns}]": "Job names are derived at run time from the files "
@@ -185,6 +187,10 @@ class TriggerFunction(BatchFunction):
         )
         allow(
             "ReadWriteManifests", ["s3:GetObject", "s3:PutObject"], [bucket.arn_for_objects(f"{PREFIXES.manifests}*")]
+        )
+        # The first bytes of each input file (its version), to size the job's mini-batches (zstc_contract.sizing).
+        allow(
+            "SampleInputFiles", ["s3:GetObject", "s3:GetObjectVersion"], [bucket.arn_for_objects(f"{PREFIXES.input}*")]
         )
         allow("WriteEmptyFileStatus", ["s3:PutObject"], [bucket.arn_for_objects(f"{PREFIXES.errors}*.status.json")])
         # Only with this stack's batch models, on the configured instance types.
