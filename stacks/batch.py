@@ -24,9 +24,9 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.batch_environment import (
-    BACKOFF_BASE_SECONDS,
     BatchResources,
     TargetDecision,
+    max_receive_count,
     outcome_environment,
     trigger_environment,
 )
@@ -36,7 +36,7 @@ from stacks.batch_trigger import TRIGGER_TIMEOUT, BatchTarget, ClaimsTable, Trig
 from stacks.config import Settings
 from stacks.lambda_function import FunctionBuilder
 from stacks.network import Network
-from zstc_contract.backoff import backoff_max_seconds, receives_for_patience
+from zstc_contract.backoff import backoff_max_seconds
 
 __all__ = ["BatchPipeline", "BatchTarget", "job_name_prefix"]
 
@@ -49,9 +49,10 @@ INSTANCE_REFUSED_MESSAGE: Final = "Instance type refused: quota too small for th
 class BatchPipeline(Construct):
     """The batch path of the stack.
 
-    - ``inbox`` (:class:`BatchQueue`): the bucket's ``ObjectCreated`` events for ``input/*.jsonl``; visibility ≥ 6 ×
-      the trigger's timeout + the batching window; after ``batch_patience_hours`` of deferrals (or repeated
-      failures) a message moves to its dead-letter queue.
+    - ``inbox`` (:class:`BatchQueue`): the bucket's ``ObjectCreated`` events for every key under ``input/``;
+      visibility ≥ 6 × the trigger's timeout + the batching window; after ``batch_patience_hours`` of deferrals (or
+      repeated failures) a message moves to its dead-letter queue, the trigger having written its files' status
+      records.
     - ``trigger`` (:class:`TriggerFunction`): consumes it in batches (window ``batch_window_seconds``), claims each
       object version in ``claims`` and starts at most ``batch_max_concurrent_jobs`` transform jobs named
       ``<job_name_prefix>-<hash>``.
@@ -83,9 +84,7 @@ class BatchPipeline(Construct):
         window = settings.batch_window_seconds
         patience = settings.batch_patience_hours * 3600
         self.backoff_max_seconds = backoff_max_seconds(patience)
-        self.max_receive_count = receives_for_patience(
-            patience, base=BACKOFF_BASE_SECONDS, maximum=self.backoff_max_seconds
-        )
+        self.max_receive_count = max_receive_count(settings)
 
         self.inbox = BatchQueue(
             self,
@@ -125,6 +124,7 @@ class BatchPipeline(Construct):
             targets=self.targets,
             job_name_prefix=self.job_name_prefix,
         )
+        self.failures.grant_publish(self.trigger.function)  # notices of files refused or given up
         self.outcome = OutcomeFunction(
             self,
             functions=functions,

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from stacks.config import Settings
 from stacks.pair_rates import batch_rate
-from zstc_contract.backoff import backoff_max_seconds
+from zstc_contract.backoff import backoff_max_seconds, receives_for_patience
 from zstc_contract.layout import PREFIXES
 from zstc_contract.settings import Env, Target
 
@@ -61,6 +61,13 @@ def _common(settings: Settings, resources: BatchResources, service: str) -> dict
         Env.LOG_LEVEL: "INFO",
         Env.SERVICE_NAME: service,
     }
+
+
+def max_receive_count(settings: Settings) -> int:
+    """The queue's ``maxReceiveCount``: enough receives for ``batch_patience_hours`` of deferrals (the one
+    derivation: the queue's redrive policy and the trigger's ``MAX_RECEIVE_COUNT`` both read it)."""
+    patience = settings.batch_patience_hours * 3600
+    return receives_for_patience(patience, base=BACKOFF_BASE_SECONDS, maximum=backoff_max_seconds(patience))
 
 
 def with_pair_rate(settings: Settings, target: TargetDecision) -> TargetDecision:
@@ -110,6 +117,9 @@ def trigger_environment(
         # model_source=hub serves the toolkit's stock handler, which takes one application/json record per request
         # (see docs/handler.md).
         Env.BATCH_STRATEGY: "SingleRecord" if settings.model_source == "hub" else "MultiRecord",
+        # The last receive before the dead-letter queue: there the trigger writes each file's status and a notice.
+        Env.MAX_RECEIVE_COUNT: str(max_receive_count(settings)),
+        Env.TOPIC_ARN: resources.topic_arn,
     }
 
 

@@ -30,6 +30,9 @@ DATA_KEY_REUSE: Final = Duration.hours(1)
 # the notifications to this bucket is the queue policy (aws:SourceArn, aws:SourceAccount), as documented there too; a
 # condition on the key statement is not part of the documented statement and may make S3 reject the configuration.
 S3_NOTIFICATION_KEY_ACTIONS: Final = ("kms:GenerateDataKey", "kms:Decrypt")
+# The notification's key filter (S3's rule names → values): every suffix under input/, so that the trigger answers each
+# file with a job or a status record (one it cannot read gets "not supported") rather than S3 dropping it unseen.
+NOTIFICATION_KEY_FILTER: Final = {"prefix": PREFIXES.input}
 
 
 def encrypted_queue(scope: Construct, id_: str, *, key: kms.IKey, removal: RemovalPolicy, **options: Any) -> sqs.Queue:
@@ -94,9 +97,9 @@ class _QueueDestination:
 
 
 class BatchQueue:
-    """``queue`` receives the bucket's ``ObjectCreated`` events for ``input/*.jsonl`` (KMS-encrypted with the stack
-    key, TLS only, 14 days retention, visibility ``visibility``); after ``max_receive_count`` receives a message moves
-    to ``dead_letter_queue``. The key lets S3 encrypt the notifications (the documented statement)."""
+    """``queue`` receives the bucket's ``ObjectCreated`` events for every key under ``input/`` (KMS-encrypted with the
+    stack key, TLS only, 14 days retention, visibility ``visibility``); after ``max_receive_count`` receives a message
+    moves to ``dead_letter_queue``. The key lets S3 encrypt the notifications (the documented statement)."""
 
     def __init__(
         self,
@@ -126,7 +129,7 @@ class BatchQueue:
         bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
             _QueueDestination(self.queue),  # type: ignore[arg-type]
-            s3.NotificationKeyFilter(prefix=PREFIXES.input, suffix=".jsonl"),
+            s3.NotificationKeyFilter(**NOTIFICATION_KEY_FILTER),
         )
         acknowledge(self.dead_letter_queue, {"AwsSolutions-SQS3": "This is a dead-letter queue."})
         _acknowledge_notification_handler(Stack.of(scope), bucket)

@@ -136,10 +136,12 @@ class TriggerFunction(BatchFunction):
                 role_findings={
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.manifests}*]": "The trigger writes and reads "
                     "one manifest per job, named after the job: only the manifests/ prefix.",
-                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.input}*]": "Reads the first 256 KB of a "
-                    "job's input files (any key under input/) to size its mini-batches: read only, input/ only.",
+                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.input}*]": "Confirms each input file "
+                    "(HeadObject, any key under input/) and reads the first 256 KB of a job's files to size its "
+                    "mini-batches: read only, input/ only.",
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*.status.json]": "Status records of "
-                    "empty input files, one per input key: only *.status.json under errors/.",
+                    "files refused before any job (empty, unsupported, keys too long, given up), one per input key: "
+                    "only *.status.json under errors/.",
                     f"AwsSolutions-IAM5[Resource::{job_arns}]": "Job names are derived at run time from the files "
                     "they process; the wildcard is limited to this stack's job-name prefix.",
                     "AwsSolutions-IAM5[Resource::*]": "sagemaker:ListTransformJobs supports no resource-level "
@@ -178,17 +180,18 @@ class TriggerFunction(BatchFunction):
             [key.key_arn],
             Bool={"kms:GrantIsForAWSResource": "true"},
         )
-        # A missing manifest answers 404 (not 403) only with ListBucket.
+        # A missing manifest, or an input file deleted since its event, answers 404 (not 403) only with ListBucket.
         allow(
-            "ListManifests",
+            "ListManifestsAndInputs",
             ["s3:ListBucket"],
             [bucket.bucket_arn],
-            StringLike={"s3:prefix": [f"{PREFIXES.manifests}*"]},
+            StringLike={"s3:prefix": [f"{PREFIXES.manifests}*", f"{PREFIXES.input}*"]},
         )
         allow(
             "ReadWriteManifests", ["s3:GetObject", "s3:PutObject"], [bucket.arn_for_objects(f"{PREFIXES.manifests}*")]
         )
-        # The first bytes of each input file (its version), to size the job's mini-batches (zstc_contract.sizing).
+        # HeadObject of each input file (the event's version) before claiming it, and its first bytes, to size the
+        # job's mini-batches (zstc_contract.sizing).
         allow(
             "SampleInputFiles", ["s3:GetObject", "s3:GetObjectVersion"], [bucket.arn_for_objects(f"{PREFIXES.input}*")]
         )

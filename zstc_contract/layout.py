@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,6 +31,10 @@ GZIP_INPUT_SUFFIX: Final = ".jsonl.gz"  # refused: the model handler reads uncom
 OUTPUT_SUFFIX: Final = ".out"  # SageMaker appends it to every output object of a transform
 STATUS_SUFFIX: Final = ".status.json"
 MANIFEST_SUFFIX: Final = ".json"
+MAX_KEY_BYTES: Final = 1024  # S3's limit on a key (UTF-8)
+# Under the errors prefix: status records of inputs whose derived keys would pass MAX_KEY_BYTES, named
+# ``<errors prefix>_long-keys/<sha256 of the input key>.status.json`` (long_key_status_key).
+LONG_KEYS_FOLDER: Final = "_long-keys/"
 
 
 def key_prefix(value: str) -> str:
@@ -60,3 +65,43 @@ def status_key(prefix: str, relative: str) -> str:
 
 def manifest_key(manifest_prefix: str, job_name: str) -> str:
     return f"{manifest_prefix}{job_name}{MANIFEST_SUFFIX}"
+
+
+def derived_keys(
+    *, input_prefix: str, output_prefix: str, errors_prefix: str, relative: str, job_name: str
+) -> tuple[str, ...]:
+    """Every key the batch path derives from an input's relative key: its output, both places of its status record
+    and each name SageMaker may give its output in job ``job_name``'s folder (a name as long as the stack's job names
+    will do). A key added to the layout is added here too: the trigger refuses inputs whose longest one is too long."""
+    job_folder = job_output_prefix(output_prefix, job_name)
+    return (
+        output_key(output_prefix, relative),
+        status_key(output_prefix, relative),
+        status_key(errors_prefix, relative),
+        *(f"{job_folder}{name}{OUTPUT_SUFFIX}" for name in output_names(relative, input_prefix).values()),
+    )
+
+
+def key_bytes(key: str) -> int:
+    """A key's length as S3 counts it (UTF-8 bytes; a lone surrogate counts as its 3 bytes)."""
+    return len(key.encode("utf-8", "surrogatepass"))
+
+
+def longest_derived_key_bytes(
+    *, input_prefix: str, output_prefix: str, errors_prefix: str, relative: str, job_name: str
+) -> int:
+    keys = derived_keys(
+        input_prefix=input_prefix,
+        output_prefix=output_prefix,
+        errors_prefix=errors_prefix,
+        relative=relative,
+        job_name=job_name,
+    )
+    return max(key_bytes(k) for k in keys)
+
+
+def long_key_status_key(errors_prefix: str, key: str) -> str:
+    """Where the status record of an input with a key too long for its derived keys goes: a fixed-length name, the
+    SHA-256 of the full input key (which the record's ``input`` holds)."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{errors_prefix}{LONG_KEYS_FOLDER}{digest}{STATUS_SUFFIX}"

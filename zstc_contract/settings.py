@@ -47,8 +47,9 @@ class Env:
     BACKOFF_BASE_SECONDS: Final = "BACKOFF_BASE_SECONDS"
     BACKOFF_MAX_SECONDS: Final = "BACKOFF_MAX_SECONDS"
     BATCH_STRATEGY: Final = "BATCH_STRATEGY"
+    MAX_RECEIVE_COUNT: Final = "MAX_RECEIVE_COUNT"  # the queue's redrive maxReceiveCount (last try before the DLQ)
     INSTANCE_TYPE: Final = "INSTANCE_TYPE"  # earlier versions' single batch instance type (read by zstc doctor)
-    # the job-outcome function
+    # the job-outcome function (and the trigger: its notices of files refused or given up)
     TOPIC_ARN: Final = "TOPIC_ARN"
     COUNT_RECORDS_MAX_BYTES: Final = "COUNT_RECORDS_MAX_BYTES"
 
@@ -206,6 +207,10 @@ class TriggerSettings(BucketSettings):
     # MultiRecord: our handler answers a JSON Lines mini-batch line for line. SingleRecord: one line per request as
     # application/json, for the toolkit's stock handler (model_source=hub ships no handler).
     batch_strategy: str = "MultiRecord"
+    # Where the trigger notifies of files it refuses or gives up on (None: logged only).
+    topic_arn: str | None = None
+    # The queue's maxReceiveCount: the receive after which a message is in the dead-letter queue (None: unknown).
+    max_receive_count: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TriggerSettings:
@@ -239,6 +244,10 @@ class TriggerSettings(BucketSettings):
             ),
             backoff_max_seconds=int_env(env, Env.BACKOFF_MAX_SECONDS, d.backoff_max_seconds, 1, MAX_VISIBILITY_SECONDS),
             batch_strategy=env.get(Env.BATCH_STRATEGY, d.batch_strategy),
+            topic_arn=env.get(Env.TOPIC_ARN) or None,
+            max_receive_count=(
+                int_env(env, Env.MAX_RECEIVE_COUNT, None, 1, 1000) if env.get(Env.MAX_RECEIVE_COUNT) else None
+            ),
         )
         if settings.batch_strategy not in BATCH_STRATEGIES:
             raise SettingsError(

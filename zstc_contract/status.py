@@ -1,8 +1,9 @@
 """The status record: one JSON object per input file saying what became of it (the file's documented result).
 
 Written by the job-outcome function (``Succeeded`` next to the output, ``Failed`` under ``errors/``) and by the
-trigger (``Skipped`` for an empty file, ``Failed`` when no instance type has quota); read by ``zstc``. Each kind
-keeps its own fields, in its own order: :attr:`StatusRecord.fields` says which; the constructors set it.
+trigger (``Skipped`` for an empty file; ``Failed`` when no instance type has quota, when the file is refused before
+any job, or on its last try before the dead-letter queue); read by ``zstc``. Each kind keeps its own fields, in its
+own order: :attr:`StatusRecord.fields` says which; the constructors set it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _REFUSED_FIELDS: Final = (
     "input", "revision", "job_name", "job_status", "state", "output", "instance_type", "refused_instance_types",
     "reason",
 )  # fmt: skip
+_REJECTED_FIELDS: Final = ("input", "revision", "state", "job_status", "reason")
+_GAVE_UP_FIELDS: Final = ("input", "revision", "job_name", "job_status", "state", "reason")
 _ALL_FIELDS: Final = (
     "input", "revision", "job_name", "job_status", "finished_at", "instance_type", "state", "output", "records",
     "record_errors", "refused_instance_types", "reason",
@@ -98,6 +101,23 @@ class StatusRecord:
         return cls(
             input=input, state=FAILED, revision=revision, job_name=job_name, job_status=NOT_STARTED,
             refused_instance_types=tuple(refused_instance_types), reason=reason, fields=_REFUSED_FIELDS,
+        )  # fmt: skip
+
+    @classmethod
+    def rejected(cls, *, input: str, revision: str, reason: str) -> StatusRecord:
+        """The trigger refused the file before any job (a key too long for its derived keys, a suffix the model
+        handler cannot read)."""
+        return cls(
+            input=input, state=FAILED, revision=revision, job_status=NOT_STARTED, reason=reason,
+            fields=_REJECTED_FIELDS,
+        )  # fmt: skip
+
+    @classmethod
+    def gave_up(cls, *, input: str, revision: str, job_name: str | None, reason: str) -> StatusRecord:
+        """The trigger's last try before the dead-letter queue: the file's job could not be started in time."""
+        return cls(
+            input=input, state=FAILED, revision=revision, job_name=job_name, job_status=NOT_STARTED, reason=reason,
+            fields=_GAVE_UP_FIELDS,
         )  # fmt: skip
 
     # --- where it goes, the writer and the reader -----------------------------------------------------------------

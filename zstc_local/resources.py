@@ -2,9 +2,9 @@
 
 :func:`create_batch_resources` creates in moto (or any AWS API endpoint the ``aws`` client factory points at) what
 ``stacks/batch.py`` and ``stacks/storage.py`` declare for the batch path: the versioned data bucket whose
-``ObjectCreated`` notifications for ``input/*.jsonl`` go to the queue, the queue with its dead-letter queue and the
-stack's ``maxReceiveCount``, the claims table with its TTL attribute, the failure topic, and one model per container
-family the configured batch instance types need. The functions' environment then comes from
+``ObjectCreated`` notifications for every key under ``input/`` go to the queue, the queue with its dead-letter queue
+and the stack's ``maxReceiveCount``, the claims table with its TTL attribute, the failure topic, and one model per
+container family the configured batch instance types need. The functions' environment then comes from
 ``stacks.batch_environment`` (:meth:`EmulatedBatch.trigger_environment`), exactly as the stack sets it.
 
 Resource names are the emulation's own (CloudFormation names the deployed ones); prefixes, the notification filter
@@ -22,16 +22,16 @@ from typing import Any
 
 from stacks.batch import job_name_prefix
 from stacks.batch_environment import (
-    BACKOFF_BASE_SECONDS,
     TRIGGER_TIMEOUT_SECONDS,
     BatchResources,
     TargetDecision,
+    max_receive_count,  # re-exported: the DLQ's maxReceiveCount, derived once (also in the trigger's environment)
     outcome_environment,
     trigger_environment,
 )
+from stacks.batch_queue import NOTIFICATION_KEY_FILTER
 from stacks.config import Settings, has_nvme_storage, is_gpu
-from zstc_contract.backoff import backoff_max_seconds, receives_for_patience
-from zstc_contract.layout import INPUT_SUFFIX, PREFIXES
+from zstc_contract.layout import PREFIXES
 
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT = "123456789012"
@@ -50,15 +50,9 @@ def queue_visibility_seconds(settings: Settings) -> int:
     return 6 * TRIGGER_TIMEOUT_SECONDS + settings.batch_window_seconds
 
 
-def max_receive_count(settings: Settings) -> int:
-    """The dead-letter queue's ``maxReceiveCount`` as stacks/batch.py derives it from ``batch_patience_hours``."""
-    patience = settings.batch_patience_hours * 3600
-    return receives_for_patience(patience, base=BACKOFF_BASE_SECONDS, maximum=backoff_max_seconds(patience))
-
-
 def notification_filter_rules() -> list[dict[str, str]]:
-    """The S3 → SQS notification's key filter, as stacks/batch.py declares it: only JSON Lines under ``input/``."""
-    return [{"Name": "prefix", "Value": PREFIXES.input}, {"Name": "suffix", "Value": INPUT_SUFFIX}]
+    """The S3 → SQS notification's key filter, as stacks/batch_queue.py declares it: every key under ``input/``."""
+    return [{"Name": name, "Value": value} for name, value in NOTIFICATION_KEY_FILTER.items()]
 
 
 @dataclass(frozen=True, kw_only=True)

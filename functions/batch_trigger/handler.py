@@ -63,6 +63,7 @@ class TriggerFunction:
         if name not in self._clients:
             self._clients[name] = self._make_client(name, CLIENT_CONFIG)
         return self._clients[name]
+            sns=self.client("sns") if self.settings.topic_arn else None,
 
     def __call__(self, event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         response: PartialItemFailureResponse = self._handle(event, context)

@@ -14,9 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
+from zstc_contract.backoff import backoff_seconds
+from zstc_contract.jobs import DIGEST_CHARS
 from zstc_contract.jobs import JOB_PREFIX as JOB_PREFIX  # re-exported: tests read it here
 from zstc_contract.jobs import job_name as job_name  # re-exported: tests derive names the trigger's way
-from zstc_contract.layout import GZIP_INPUT_SUFFIX, INPUT_SUFFIX, relative_key
+from zstc_contract.layout import (
+    GZIP_INPUT_SUFFIX,
+    INPUT_SUFFIX,
+    MAX_KEY_BYTES,
+    STATUS_SUFFIX,
+    key_bytes,
+    long_key_status_key,
+    longest_derived_key_bytes,
+    relative_key,
+    status_key,
+)
 from zstc_contract.layout import manifest_key as layout_manifest_key
 from zstc_contract.manifest import encode_manifest
 from zstc_contract.settings import Target, TriggerSettings
@@ -55,6 +67,11 @@ class S3Object:
 
 @dataclass(frozen=True)
 class Ignored:
+    @property
+    def version_id(self) -> str | None:
+        """The S3 version the event named (versioned buckets), else None (the current object)."""
+        return self.revision[2:] if self.revision.startswith("v-") else None
+
     """An event (or part of one) that is deliberately not processed, with the reason logged and counted."""
 
     key: str | None
@@ -63,8 +80,9 @@ class Ignored:
 
 @dataclass
 class ParsedMessage:
-    objects: list[S3Object] = field(default_factory=list)  # work
-    empty: list[S3Object] = field(default_factory=list)  # zero-byte inputs: a status record, no job
+    # Files under the input prefix: each gets a job or a status record once S3 confirms it (HeadObject: the body's
+    # size is only what the event claims).
+    objects: list[S3Object] = field(default_factory=list)
     ignored: list[Ignored] = field(default_factory=list)  # noise
 
 
@@ -118,8 +136,7 @@ def _parse_record(record: Any, settings: TriggerSettings, parsed: ParsedMessage)
     if reason:
         parsed.ignored.append(Ignored(key, reason))
         return
-    target = parsed.empty if size == 0 else parsed.objects
-    target.append(S3Object(bucket=bucket, key=key, revision=revision_of(obj), size=size))
+    parsed.objects.append(S3Object(bucket=bucket, key=key, revision=revision_of(obj), size=size))
 
 
 def _ignore_reason(event_name: str, bucket: str, key: str, settings: TriggerSettings) -> str | None:
@@ -129,14 +146,110 @@ def _ignore_reason(event_name: str, bucket: str, key: str, settings: TriggerSett
         return f"bucket {bucket} is not the stack's bucket {settings.bucket}"
     if not key.startswith(settings.input_prefix) or key == settings.input_prefix:
         return f"key is outside the input prefix {settings.input_prefix}"
-    if key.endswith(GZIP_INPUT_SUFFIX):
-        return "gzip input is not supported by the model handler: upload the uncompressed .jsonl"
-    if not key.endswith(INPUT_SUFFIX):
-        return "not a .jsonl object"
+    if key.endswith("/"):
+        return "folder placeholder"
+    if key.endswith(STATUS_SUFFIX):
+        return f"a {STATUS_SUFFIX} object is a status record, not an input"
     return None
 
 
 # --- names, groups, manifest, request ----------------------------------------------------------------------------
+
+
+# --- files refused before any job ------------------------------------------------------------------------------------
+
+LONG_KEY: Final = "long-key"
+NOT_SUPPORTED: Final = "not-supported"
+EMPTY: Final = "empty"
+GAVE_UP: Final = "gave-up"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a confirmed file gets no job, and where its status record goes."""
+
+    kind: str  # LONG_KEY | NOT_SUPPORTED
+    status_key: str
+    reason: str
+
+
+def input_suffix(key: str) -> str:
+    """The suffix a reason names: ``.jsonl.gz`` for gzip JSON Lines, else the base name's last ``.xxx`` part."""
+    base = key.rsplit("/", 1)[-1]
+    if base.endswith(GZIP_INPUT_SUFFIX):
+        return GZIP_INPUT_SUFFIX
+    return base[base.rfind(".") :] if "." in base.lstrip(".") else "(no suffix)"
+
+
+def refusal(obj: S3Object, settings: TriggerSettings) -> Refusal | None:
+    """A file the trigger refuses, or None for work: a key whose longest derived key (output, status record) would
+    pass S3's 1,024 bytes (its status record goes under a hashed key), then any suffix but ``.jsonl``.
+
+    The job-name argument only needs the stack's job-name length (``<prefix>-<24 hex digits>``): one check for all."""
+    relative = relative_key(obj.key, settings.input_prefix)
+    longest = longest_derived_key_bytes(
+        input_prefix=settings.input_prefix,
+        output_prefix=settings.output_prefix,
+        errors_prefix=settings.errors_prefix,
+        relative=relative,
+        job_name=f"{settings.job_name_prefix}-{'0' * DIGEST_CHARS}",  # as long as every job name of the stack
+    )
+    if longest > MAX_KEY_BYTES:
+        allowed = MAX_KEY_BYTES - (longest - key_bytes(obj.key))
+        return Refusal(
+            LONG_KEY,
+            long_key_status_key(settings.errors_prefix, obj.key),
+            f"The key is {key_bytes(obj.key)} bytes (UTF-8): its output or status record would be {longest} bytes, "
+            f"past S3's {MAX_KEY_BYTES}-byte limit on keys. Upload the file under a key of at most {allowed} bytes.",
+        )
+    if not obj.key.endswith(INPUT_SUFFIX):
+        suffix = input_suffix(obj.key)
+        detail = " (gzip: the model handler reads uncompressed JSON Lines)" if suffix == GZIP_INPUT_SUFFIX else ""
+        return Refusal(
+            NOT_SUPPORTED,
+            status_key(settings.errors_prefix, relative),
+            f"not supported: {suffix}{detail}; upload JSON Lines as {INPUT_SUFFIX} (uncompressed), one request per "
+            "line.",
+        )
+    return None
+
+
+def is_last_receive(receive_count: int, settings: TriggerSettings) -> bool:
+    """True on the receive after which SQS moves the message to the dead-letter queue (its last try here)."""
+    return settings.max_receive_count is not None and receive_count >= settings.max_receive_count
+
+
+def waited_seconds(receive_count: int, settings: TriggerSettings) -> int:
+    """About how long a message deferred at each of its ``receive_count`` receives has waited (the backoffs)."""
+    return sum(
+        backoff_seconds(n, base=settings.backoff_base_seconds, maximum=settings.backoff_max_seconds)
+        for n in range(1, receive_count)
+    )
+
+
+def gave_up_reason(receive_count: int, settings: TriggerSettings, last_reason: str) -> str:
+    hours = waited_seconds(receive_count, settings) / 3600
+    return (
+        f"gave up after {hours:.1f} hours ({receive_count} tries): {last_reason}; the file is in the dead-letter "
+        "queue; re-drive it (SQS: start a DLQ redrive to the batch queue) or re-upload it."
+    )
+
+
+def refusal_notice(settings: TriggerSettings, kind: str, files: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """SNS subject (≤ 100 ASCII characters) and message for files (input URI, reason) the trigger refused or gave
+    up on, one notice per kind and batch."""
+    subject = {
+        LONG_KEY: "Batch files refused: keys too long",
+        NOT_SUPPORTED: "Batch files refused: not supported",
+        GAVE_UP: "Batch files given up: in the dead-letter queue",
+    }.get(kind, f"Batch files refused: {kind}")[:100]
+    body = {
+        "kind": kind,
+        "files": len(files),
+        "inputs": [{"input": uri, "reason": reason} for uri, reason in files[:50]],
+        "status_records": s3_uri(settings.bucket, settings.errors_prefix),
+    }
+    return {"Subject": subject, "Message": json.dumps(body, ensure_ascii=False, indent=2)}
 
 
 def group_objects(objects: Iterable[S3Object], *, window_seconds: int, max_files: int) -> list[list[S3Object]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ from zstc_contract.uri import s3_uri
 
 from .logic import (
     CLAIMED,
+    EMPTY,
+    GAVE_UP,
     INSTANCE_REFUSED_MESSAGE,
     JOB_STARTED_MESSAGE,
     RECORD_TOO_SLOW_MESSAGE,
@@ -47,14 +50,18 @@ from .logic import (
     QuotaAnswer,
     S3Object,
     claim_decision,
+    gave_up_reason,
     group_objects,
     instance_quota_answer,
     is_deferrable,
+    is_last_receive,
     is_name_taken,
     job_batching,
     manifest_body,
     manifest_key,
     parse_message,
+    refusal,
+    refusal_notice,
     refusal_pk,
     refusal_reason,
     transform_request,
@@ -108,6 +115,10 @@ class BatchResult:
 
 
 def _error_code(error: ClientError) -> tuple[str, str]:
+HEAD_WORKERS = 16  # parallel HeadObject calls: 1,000 files (the largest batch) in a few seconds
+MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion", "405", "MethodNotAllowed"})
+
+
     info = error.response.get("Error", {})
     return str(info.get("Code", "")), str(info.get("Message", ""))
 
@@ -126,11 +137,13 @@ class BatchTrigger:
         metrics: Any,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        sns: Any = None,
         self.settings = settings
         self.s3 = s3
         self.dynamodb = dynamodb
         self.sagemaker = sagemaker
         self.logger = logger
+        self.sns = sns  # notices of refused and given-up files (settings.topic_arn); None: logged only
         self.metrics = metrics
         self.clock = clock
 
@@ -140,25 +153,27 @@ class BatchTrigger:
         result = BatchResult()
         now = int(self.clock())
         owners: dict[str, list[Message]] = defaultdict(list)  # claim id -> messages naming it
-        objects: dict[str, S3Object] = {}
+        named: dict[str, S3Object] = {}
         for message in messages:
-            for obj in self._parse(message, result):
+            for obj in self._parse(message):
                 owners[obj.claim_id].append(message)
-                objects[obj.claim_id] = obj
-        if not objects:
-            return result
-
-        ctx = _Attempt(owners=owners, now=now, running=None)
-        groups = group_objects(
-            objects.values(), window_seconds=self.settings.window_seconds, max_files=self.settings.max_files_per_job
-        )
-        for group in groups:
-            self._process_group(group, ctx, result)
+                named[obj.claim_id] = obj
+        notices: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        objects = self._admit(named, owners, result, notices)
+        if objects:
+            ctx = _Attempt(owners=owners, now=now, running=None)
+            groups = group_objects(
+                objects, window_seconds=self.settings.window_seconds, max_files=self.settings.max_files_per_job
+            )
+            for group in groups:
+                self._process_group(group, ctx, result)
+        self._give_up_last_tries(list(named.values()), owners, result, notices)
+        self._notify(notices)
         return result
 
     # --- parsing ---------------------------------------------------------------------------------------------------
 
-    def _parse(self, message: Message, result: BatchResult) -> list[S3Object]:
+    def _parse(self, message: Message) -> list[S3Object]:
         parsed = parse_message(message.body, self.settings)
         for ignored in parsed.ignored:
             self.logger.info(
@@ -166,16 +181,79 @@ class BatchTrigger:
                 extra={"object_key": ignored.key, "reason": ignored.reason, "message_id": message.message_id},
             )
             self.metrics.add_metric(name="FilesIgnored", unit="Count", value=1)
-        received = len(parsed.objects) + len(parsed.empty)
-        if received:
-            self.metrics.add_metric(name="FilesReceived", unit="Count", value=received)
-        for obj in parsed.empty:
-            try:
-                self._write_empty_status(obj)
-            except ClientError as error:
-                self.logger.exception("Could not write the status record of an empty object", extra=_log(obj))
-                result.fail([message.message_id], WorkFailed(f"status record for {obj.key}: {error}"))
+        if parsed.objects:
+            self.metrics.add_metric(name="FilesReceived", unit="Count", value=len(parsed.objects))
         return parsed.objects
+
+    # --- confirming and admitting files ------------------------------------------------------------------------------
+
+    def _admit(
+        self,
+        named: dict[str, S3Object],
+        owners: dict[str, list[Message]],
+        result: BatchResult,
+        notices: dict[str, list[tuple[str, str]]],
+    ) -> list[S3Object]:
+        """The confirmed files that are work. S3 confirms each named version first (the event's size and version
+        are only what the body claims): a file deleted since is skipped, an empty one, one the handler cannot read
+        and one whose derived keys would be too long get a status record instead of a job."""
+        work: list[S3Object] = []
+        for claim_id, confirmed in self._confirm(list(named.values())).items():
+            obj = named[claim_id]
+            message_ids = [m.message_id for m in owners[claim_id]]
+            if isinstance(confirmed, ClientError):
+                result.fail(message_ids, WorkFailed(f"HeadObject of {obj.key}: {_error_code(confirmed)[0]}"))
+                continue
+            if confirmed is None:
+                self.logger.info("Object no longer exists (deleted since its event): skipped", extra=_log(obj))
+                self.metrics.add_metric(name="FilesMissing", unit="Count", value=1)
+                continue
+            refused = refusal(confirmed, self.settings)
+            try:
+                if refused is not None:
+                    record = StatusRecord.rejected(
+                        input=s3_uri(obj.bucket, obj.key), revision=obj.revision, reason=refused.reason
+                    )
+                    put_status_record(self.s3, obj.bucket, refused.status_key, record)
+                    self.logger.warning(
+                        "File refused; status record written",
+                        extra=_log(obj, kind=refused.kind, key=refused.status_key),
+                    )
+                    self.metrics.add_metric(name="FilesRefused", unit="Count", value=1)
+                    notices[refused.kind].append((record.input, refused.reason))
+                elif confirmed.size == 0:
+                    self._write_empty_status(confirmed)
+                else:
+                    work.append(confirmed)
+            except ClientError as error:
+                self.logger.exception("Could not write the status record", extra=_log(obj))
+                result.fail(message_ids, WorkFailed(f"status record for {obj.key}: {_error_code(error)[0]}"))
+        return work
+
+    def _confirm(self, objects: list[S3Object]) -> dict[str, S3Object | ClientError | None]:
+        """Per claim id: the object with S3's size (None: no such object or version), or the HeadObject error."""
+
+        def head(obj: S3Object) -> S3Object | ClientError | None:
+            request: dict[str, Any] = {"Bucket": obj.bucket, "Key": obj.key}
+            if obj.version_id is not None:
+                request["VersionId"] = obj.version_id
+            try:
+                answer = self.s3.head_object(**request)
+            except ClientError as error:
+                code = _error_code(error)[0]
+                status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+                if code in MISSING_CODES or status in ("404", "405"):
+                    return None
+                self.logger.warning("Could not confirm the object", extra=_log(obj, error_code=code))
+                return error
+            if answer.get("DeleteMarker"):
+                return None
+            return S3Object(bucket=obj.bucket, key=obj.key, revision=obj.revision, size=int(answer["ContentLength"]))
+
+        if len(objects) <= 1:
+            return {o.claim_id: head(o) for o in objects}
+        with ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(objects))) as pool:
+            return {o.claim_id: answer for o, answer in zip(objects, pool.map(head, objects), strict=True)}
 
     def _write_empty_status(self, obj: S3Object) -> None:
         record = StatusRecord.skipped(
@@ -186,10 +264,61 @@ class BatchTrigger:
         )
         relative = relative_key(obj.key, self.settings.input_prefix)
         put_status_record(self.s3, obj.bucket, status_key(self.settings.errors_prefix, relative), record)
-        self.logger.info("Empty object skipped; status record written", extra=_log(obj))
+        self.logger.info("Empty object skipped; status record written", extra=_log(obj, kind=EMPTY))
         self.metrics.add_metric(name="FilesEmpty", unit="Count", value=1)
 
     # --- one group → (at most) one new job -------------------------------------------------------------------------
+    # --- the last try before the dead-letter queue, and notices ------------------------------------------------------
+
+    def _give_up_last_tries(
+        self,
+        objects: list[S3Object],
+        owners: dict[str, list[Message]],
+        result: BatchResult,
+        notices: dict[str, list[tuple[str, str]]],
+    ) -> None:
+        """Files whose message goes back to the queue on its last receive (it moves to the dead-letter queue next):
+        a status record each, saying so and why, and a notice; the message still fails (the DLQ keeps it for a
+        re-drive)."""
+        for obj in objects:
+            last = [
+                (m, failure)
+                for m in owners[obj.claim_id]
+                if (failure := result.failures.get(m.message_id)) is not None
+                and is_last_receive(m.receive_count, self.settings)
+            ]
+            if not last:
+                continue
+            message, failure = last[0]
+            reason = gave_up_reason(message.receive_count, self.settings, str(failure))
+            record = StatusRecord.gave_up(
+                input=s3_uri(obj.bucket, obj.key), revision=obj.revision, job_name=None, reason=reason
+            )
+            key = status_key(self.settings.errors_prefix, relative_key(obj.key, self.settings.input_prefix))
+            try:
+                put_status_record(self.s3, obj.bucket, key, record)
+            except ClientError:
+                self.logger.exception("Could not write the status record of a file given up", extra=_log(obj))
+                continue
+            self.logger.error(
+                "File given up: its message moves to the dead-letter queue", extra=_log(obj, reason=reason)
+            )
+            self.metrics.add_metric(name="FilesGivenUp", unit="Count", value=1)
+            notices[GAVE_UP].append((record.input, reason))
+
+    def _notify(self, notices: Mapping[str, list[tuple[str, str]]]) -> None:
+        """One notice per kind on the failure topic. Not fatal: the status records are the files' result."""
+        for kind, files in notices.items():
+            if not files:
+                continue
+            if self.sns is None or not self.settings.topic_arn:
+                self.logger.warning("No failure topic: notice not sent", extra={"kind": kind, "files": len(files)})
+                continue
+            try:
+                self.sns.publish(TopicArn=self.settings.topic_arn, **refusal_notice(self.settings, kind, files))
+            except ClientError:
+                self.logger.exception("Could not publish the notice", extra={"kind": kind, "files": len(files)})
+
 
     def _process_group(self, group: list[S3Object], ctx: _Attempt, result: BatchResult) -> None:
         resumes: dict[str, list[S3Object]] = defaultdict(list)

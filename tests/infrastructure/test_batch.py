@@ -141,12 +141,13 @@ def test_window_zero_maps_small_batches_without_a_window(synth):
     assert env_of(s, "BatchTrigger")["BATCH_WINDOW_SECONDS"] == "0"
 
 
-def test_the_bucket_notifies_the_queue_for_input_jsonl_only(synth):
+def test_the_bucket_notifies_the_queue_for_every_key_under_input(synth):
+    # every suffix: the trigger gives a file it cannot read a "not supported" status instead of S3 dropping it
     s = synth()
     notifications = s.only("Custom::S3BucketNotifications")["Properties"]["NotificationConfiguration"]
     (config,) = notifications["QueueConfigurations"]
     rules = {r["Name"]: r["Value"] for r in config["Filter"]["Key"]["FilterRules"]}
-    assert rules == {"prefix": "input/", "suffix": ".jsonl"}
+    assert rules == {"prefix": "input/"}
     assert config["Events"] == ["s3:ObjectCreated:*"]
 
 
@@ -191,7 +192,7 @@ def test_eventbridge_may_use_the_key_only_to_dead_letter_job_events(synth):
     assert "KmsMasterKeyId" in s.resources("AWS::SQS::Queue")[dlq]["Properties"]
 
 
-def test_only_the_outcome_functions_iam_role_can_publish_failures(synth):
+def test_only_the_batch_functions_iam_roles_can_publish_failures(synth):
     s = synth()
     topic = {"Ref": logical_id_of(s, "AWS::SNS::Topic", "BatchFailureTopic")}
     # No service principal (EventBridge or other) may publish: the topic policy only denies plain HTTP
@@ -202,14 +203,18 @@ def test_only_the_outcome_functions_iam_role_can_publish_failures(synth):
     ]
     assert [st["Effect"] for st in policy] == ["Deny"]
     assert policy[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    # and of the stack's roles, only the outcome function's is granted sns:Publish on it
+    # and of the stack's roles, only the outcome function's and the trigger's (notices of files it refuses or gives
+    # up on) are granted sns:Publish on it
     publishers = set()
     for policy_resource in s.resources("AWS::IAM::Policy").values():
         for st in policy_resource["Properties"]["PolicyDocument"]["Statement"]:
             if "sns:Publish" in as_list(st["Action"]) and topic in as_list(st["Resource"]):
                 publishers.update(r["Ref"] for r in policy_resource["Properties"]["Roles"])
-    outcome = s.resources("AWS::Lambda::Function")[logical_id_of(s, "AWS::Lambda::Function", "BatchOutcome")]
-    assert publishers == {outcome["Properties"]["Role"]["Fn::GetAtt"][0]}
+    functions = s.resources("AWS::Lambda::Function")
+    assert publishers == {
+        functions[logical_id_of(s, "AWS::Lambda::Function", name)]["Properties"]["Role"]["Fn::GetAtt"][0]
+        for name in ("BatchOutcome", "BatchTrigger")
+    }
 
 
 def logical_id_of(s: Any, kind: str, prefix: str) -> str:
@@ -505,10 +510,9 @@ def test_the_claims_grant_gives_item_access_to_the_claims_table_only(synth):
 def test_the_publish_grant_gives_publish_on_the_failure_topic_only(synth):
     s = synth()
     topic = {"Ref": logical_id_of(s, "AWS::SNS::Topic", "BatchFailureTopic")}
-    publishing = [
-        st for st in statements_of(s, "BatchOutcome") if any(a.startswith("sns:") for a in as_list(st["Action"]))
-    ]
-    assert [(as_list(st["Action"]), as_list(st["Resource"])) for st in publishing] == [(["sns:Publish"], [topic])]
-    assert not [
-        st for st in statements_of(s, "BatchTrigger") if any(a.startswith("sns:") for a in as_list(st["Action"]))
-    ]
+    # both functions publish (the trigger: files it refuses or gives up on), only sns:Publish, only on that topic
+    for function in ("BatchOutcome", "BatchTrigger"):
+        publishing = [
+            st for st in statements_of(s, function) if any(a.startswith("sns:") for a in as_list(st["Action"]))
+        ]
+        assert [(as_list(st["Action"]), as_list(st["Resource"])) for st in publishing] == [(["sns:Publish"], [topic])]

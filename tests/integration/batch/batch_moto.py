@@ -80,9 +80,17 @@ class Env:
         self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
 
     def message(self, key: str, *, size: int = 10, revision: str = "etag-1", receive_count: int = 1) -> Message:
-        """An SQS message as S3 sends it for ``key`` (URL-encoded the way S3 encodes keys)."""
+        """An SQS message as S3 sends it for ``key`` (URL-encoded the way S3 encodes keys).
+
+        S3 sends events for objects it stores, and the trigger confirms each (HeadObject): an input key the test has
+        not put yet is put first (zero bytes for ``size=0``, else a one-record file)."""
         from urllib.parse import quote_plus
 
+        if key.startswith("input/") and not key.endswith("/") and not self.exists(key):
+            if size == 0:
+                self.put(key, b"")
+            else:
+                self.put(key)
         self.message_count += 1
         body = {
             "Records": [
@@ -103,6 +111,13 @@ class Env:
             receive_count=receive_count,
             body=json.dumps(body),
         )
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.s3.head_object(Bucket=BUCKET, Key=key)
+        except self.s3.exceptions.ClientError:
+            return False
+        return True
 
     def message_again(self, message: Message, *, receive_count: int) -> Message:
         """The same SQS message delivered again (same id, new receipt handle)."""

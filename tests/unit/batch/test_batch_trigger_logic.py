@@ -159,8 +159,8 @@ def test_event_keys_are_decoded_to_the_stored_key(key: str) -> None:
     ("body", "reason"),
     [
         (json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "data-bucket"}), "s3:TestEvent"),
-        (s3_message(s3_record("input/notes.txt")), "not a .jsonl object"),
-        (s3_message(s3_record("input/data.jsonl.gz")), "gzip"),
+        (s3_message(s3_record("input/folder/")), "folder placeholder"),
+        (s3_message(s3_record("input/a.jsonl.status.json")), "status record"),
         (s3_message(s3_record("output/a.jsonl")), "outside the input prefix"),
         (s3_message(s3_record("manifests/a.jsonl")), "outside the input prefix"),
         (s3_message(s3_record("input/a.jsonl", bucket="other-bucket")), "not the stack's bucket"),
@@ -172,13 +172,17 @@ def test_event_keys_are_decoded_to_the_stored_key(key: str) -> None:
 )
 def test_noise_is_ignored_with_a_reason(body: str, reason: str) -> None:
     parsed = parse_message(body, make_settings())
-    assert parsed.objects == [] and parsed.empty == []
+    assert parsed.objects == []
     assert len(parsed.ignored) == 1 and reason in parsed.ignored[0].reason
 
 
-def test_zero_byte_objects_are_empty_not_work() -> None:
-    parsed = parse_message(s3_message(s3_record("input/a.jsonl", size=0)), make_settings())
-    assert parsed.objects == [] and [o.key for o in parsed.empty] == ["input/a.jsonl"]
+def test_other_suffixes_and_zero_sizes_are_files_for_s3_to_confirm() -> None:
+    # Given events for a .jsonl.gz, a .csv and a .jsonl whose body claims 0 bytes
+    keys = ["input/a.jsonl.gz", "input/b.csv", "input/c.jsonl"]
+    body = s3_message(*(s3_record(k, size=0 if k.endswith(".jsonl") else 5) for k in keys))
+    # Then each is a file (S3's HeadObject decides its size; the refusal rules its suffix), none is noise
+    parsed = parse_message(body, make_settings())
+    assert [o.key for o in parsed.objects] == keys and parsed.ignored == []
 
 
 def test_the_version_id_identifies_the_object_version() -> None:
