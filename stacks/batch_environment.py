@@ -16,10 +16,10 @@ from typing import Any, Final
 from stacks.config import Settings
 from stacks.pair_rates import batch_rate
 from zstc_contract.backoff import backoff_max_seconds, receives_for_patience
+from zstc_contract.function import METRICS_NAMESPACE as METRICS_NAMESPACE  # the functions' default too
 from zstc_contract.layout import PREFIXES
 from zstc_contract.settings import Env, Target
 
-METRICS_NAMESPACE: Final = "ZeroShotClassification"
 TRIGGER_TIMEOUT_SECONDS: Final = 120
 OUTCOME_TIMEOUT_SECONDS: Final = 300
 BACKOFF_BASE_SECONDS: Final = 60

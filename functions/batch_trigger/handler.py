@@ -11,34 +11,30 @@ handler from a declared environment with :func:`build_handler`, without touching
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.config import Config
 
-from zstc_contract.settings import Env, TriggerSettings
+from zstc_contract.function import ClientFactory, FunctionRuntime, lazy_handler
+from zstc_contract.settings import TriggerSettings
 
 from .service import BatchTrigger, Message, delay_deferred
 
 SERVICE = "batch-trigger"
-NAMESPACE = "ZeroShotClassification"
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
-# (service name, client config) → a boto3 client; the default is boto3.client (the function's own credentials).
-ClientFactory = Callable[[str, Config], Any]
 
 
-def _default_client(name: str, config: Config) -> Any:
-    return boto3.client(name, config=config)  # type: ignore[call-overload]
+class TriggerFunction(FunctionRuntime):
+    """The trigger's Lambda handler with its settings, Powertools logger and metrics, and clients.
 
-
-class TriggerFunction:
-    """The trigger's Lambda handler with its settings, Powertools logger and metrics, and clients."""
+    ``clients`` makes the boto3 clients (default: ``boto3.client``); ``logger``/``metrics`` replace the Powertools
+    ones the function creates itself (e.g. to write elsewhere than stdout).
+    """
 
     def __init__(
         self,
@@ -49,21 +45,12 @@ class TriggerFunction:
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = TriggerSettings.from_env(env)  # a bad variable fails here, with a message naming it
-        service = env.get(Env.SERVICE_NAME, SERVICE)
-        self.logger = logger or Logger(service=service)
-        # The service is passed explicitly: Powertools shares its dimension set between Metrics instances of a process.
-        self.metrics = metrics or Metrics(namespace=env.get(Env.METRICS_NAMESPACE, NAMESPACE), service=service)
+        super().__init__(
+            env, service=SERVICE, client_config=CLIENT_CONFIG, clients=clients, logger=logger, metrics=metrics,
+            make_logger=Logger, make_metrics=Metrics,
+        )  # fmt: skip
         self.processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-        self._make_client = clients or _default_client
-        self._clients: dict[str, Any] = {}
-        self._handle = self.logger.inject_lambda_context(clear_state=True)(self.metrics.log_metrics(self._process))
-
-    def client(self, name: str) -> Any:
-        """The function's client for an AWS service, created on first use (once per container)."""
-        if name not in self._clients:
-            self._clients[name] = self._make_client(name, CLIENT_CONFIG)
-        return self._clients[name]
-            sns=self.client("sns") if self.settings.topic_arn else None,
+        self._handle = self.entry(self._process)
 
     def __call__(self, event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         response: PartialItemFailureResponse = self._handle(event, context)
@@ -76,6 +63,7 @@ class TriggerFunction:
             s3=self.client("s3"),
             dynamodb=self.client("dynamodb"),
             sagemaker=self.client("sagemaker"),
+            sns=self.client("sns") if self.settings.topic_arn else None,
             logger=self.logger,
             metrics=self.metrics,
         )
@@ -101,28 +89,7 @@ class TriggerFunction:
         return response
 
 
-def build_handler(
-    env: Mapping[str, str],
-    clients: ClientFactory | None = None,
-    *,
-    logger: Logger | None = None,
-    metrics: Metrics | None = None,
-) -> TriggerFunction:
-    """The trigger's handler for the environment ``env`` (in Lambda: ``os.environ``, as the stack declares it).
-
-    ``clients`` makes the boto3 clients (default: ``boto3.client``); ``logger``/``metrics`` replace the Powertools
-    ones the function creates itself (e.g. to write elsewhere than stdout).
-    """
-    return TriggerFunction(env, clients, logger=logger, metrics=metrics)
-
-
-handler: TriggerFunction  # Lambda's entry point, built on first access (see __getattr__)
-
-
-def __getattr__(name: str) -> Any:
-    # Lambda's runtime looks ``handler`` up while initialising the container: the settings are read then, once.
-    if name == "handler":
-        built = build_handler(os.environ)
-        globals()["handler"] = built
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The trigger's handler for an environment (in Lambda: ``os.environ``, as the stack declares it).
+build_handler = TriggerFunction
+handler: TriggerFunction  # Lambda's entry point, built on first access
+__getattr__ = lazy_handler(__name__, build_handler)

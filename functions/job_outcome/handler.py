@@ -8,31 +8,27 @@ handler from a declared environment with :func:`build_handler`, without touching
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from botocore.config import Config
 
-from zstc_contract.settings import Env, OutcomeSettings
+from zstc_contract.function import ClientFactory, FunctionRuntime, lazy_handler
+from zstc_contract.settings import OutcomeSettings
 
 from .service import JobOutcome
 
 SERVICE = "job-outcome"
-NAMESPACE = "ZeroShotClassification"
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
-# (service name, client config) → a boto3 client; the default is boto3.client (the function's own credentials).
-ClientFactory = Callable[[str, Config], Any]
 
 
-def _default_client(name: str, config: Config) -> Any:
-    return boto3.client(name, config=config)  # type: ignore[call-overload]
+class OutcomeFunction(FunctionRuntime):
+    """The job-outcome function's Lambda handler with its settings, Powertools logger and metrics, and clients.
 
-
-class OutcomeFunction:
-    """The job-outcome function's Lambda handler with its settings, Powertools logger and metrics, and clients."""
+    ``clients`` makes the boto3 clients (default: ``boto3.client``); ``logger``/``metrics`` replace the Powertools
+    ones the function creates itself (e.g. to write elsewhere than stdout).
+    """
 
     def __init__(
         self,
@@ -43,21 +39,20 @@ class OutcomeFunction:
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = OutcomeSettings.from_env(env)  # a bad variable fails here, with a message naming it
-        service = env.get(Env.SERVICE_NAME, SERVICE)
-        self.logger = logger or Logger(service=service)
-        # The service is passed explicitly: Powertools shares its dimension set between Metrics instances of a process.
-        self.metrics = metrics or Metrics(namespace=env.get(Env.METRICS_NAMESPACE, NAMESPACE), service=service)
-        self._make_client = clients or _default_client
+        super().__init__(
+            env, service=SERVICE, client_config=CLIENT_CONFIG, clients=clients, logger=logger, metrics=metrics,
+            make_logger=Logger, make_metrics=Metrics,
+        )  # fmt: skip
         self._service: JobOutcome | None = None
-        self._handle = self.logger.inject_lambda_context(clear_state=True)(self.metrics.log_metrics(self._process))
+        self._handle = self.entry(self._process)
 
     def service(self) -> JobOutcome:
         """The work, with the clients created on first use (once per container)."""
         if self._service is None:
             self._service = JobOutcome(
                 self.settings,
-                s3=self._make_client("s3", CLIENT_CONFIG),
-                sns=self._make_client("sns", CLIENT_CONFIG),
+                s3=self.client("s3"),
+                sns=self.client("sns"),
                 logger=self.logger,
                 metrics=self.metrics,
             )
@@ -72,28 +67,7 @@ class OutcomeFunction:
         return self.service().process(event)
 
 
-def build_handler(
-    env: Mapping[str, str],
-    clients: ClientFactory | None = None,
-    *,
-    logger: Logger | None = None,
-    metrics: Metrics | None = None,
-) -> OutcomeFunction:
-    """The job-outcome handler for the environment ``env`` (in Lambda: ``os.environ``, as the stack declares it).
-
-    ``clients`` makes the boto3 clients (default: ``boto3.client``); ``logger``/``metrics`` replace the Powertools
-    ones the function creates itself (e.g. to write elsewhere than stdout).
-    """
-    return OutcomeFunction(env, clients, logger=logger, metrics=metrics)
-
-
-handler: OutcomeFunction  # Lambda's entry point, built on first access (see __getattr__)
-
-
-def __getattr__(name: str) -> Any:
-    # Lambda's runtime looks ``handler`` up while initialising the container: the settings are read then, once.
-    if name == "handler":
-        built = build_handler(os.environ)
-        globals()["handler"] = built
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The job-outcome handler for an environment (in Lambda: ``os.environ``, as the stack declares it).
+build_handler = OutcomeFunction
+handler: OutcomeFunction  # Lambda's entry point, built on first access
+__getattr__ = lazy_handler(__name__, build_handler)

@@ -1,0 +1,84 @@
+"""What the entry points of both batch functions share (shipped in the contract layer).
+
+Settings are read once per container and a bad variable fails the cold start, naming it; the Powertools logger and
+metrics are the function's (or the caller's: the offline emulation writes them to a file); the boto3 clients are
+created on first use, once per container; Lambda's ``handler`` is built from ``os.environ`` when the runtime first
+looks it up, during initialisation. Powertools (a layer of its own) is passed in by the function, not imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import boto3
+from botocore.config import Config
+
+from zstc_contract.settings import Env
+
+METRICS_NAMESPACE: Final = "ZeroShotClassification"
+# (service name, client config) → a boto3 client; the default is boto3.client (the function's own credentials).
+ClientFactory = Callable[[str, Config], Any]
+
+
+def default_client(name: str, config: Config) -> Any:
+    return boto3.client(name, config=config)  # type: ignore[call-overload]
+
+
+class FunctionRuntime:
+    """Logger, metrics and clients of one function, and the Powertools wrapping of its work.
+
+    ``make_logger`` / ``make_metrics``: Powertools' ``Logger`` and ``Metrics`` (used unless ``logger`` / ``metrics``
+    are given). The service name is the environment's ``POWERTOOLS_SERVICE_NAME`` (else ``service``).
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        service: str,
+        client_config: Config,
+        clients: ClientFactory | None,
+        logger: Any,
+        metrics: Any,
+        make_logger: Callable[..., Any],
+        make_metrics: Callable[..., Any],
+    ) -> None:
+        name = env.get(Env.SERVICE_NAME, service)
+        self.logger = logger or make_logger(service=name)
+        # The service is passed explicitly: Powertools shares its dimension set between Metrics instances of a process.
+        self.metrics = metrics or make_metrics(
+            namespace=env.get(Env.METRICS_NAMESPACE, METRICS_NAMESPACE), service=name
+        )
+        self._make_client = clients or default_client
+        self._client_config = client_config
+        self._clients: dict[str, Any] = {}
+
+    def client(self, name: str) -> Any:
+        """The function's client for an AWS service, created on first use (once per container)."""
+        if name not in self._clients:
+            self._clients[name] = self._make_client(name, self._client_config)
+        return self._clients[name]
+
+    def entry(self, process: Callable[[dict[str, Any], Any], Any]) -> Callable[[dict[str, Any], Any], Any]:
+        """``process`` with Lambda context in the logs (state cleared per invocation) and metrics flushed after it."""
+        wrapped: Callable[[dict[str, Any], Any], Any] = self.logger.inject_lambda_context(clear_state=True)(
+            self.metrics.log_metrics(process)
+        )
+        return wrapped
+
+
+def lazy_handler(module: str, build: Callable[[Mapping[str, str]], Any]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that builds the module's ``handler`` from ``os.environ`` on first access:
+    Lambda's runtime looks it up while initialising the container, so the settings are read then, once."""
+
+    def module_getattr(name: str) -> Any:
+        if name == "handler":
+            built = build(os.environ)
+            vars(sys.modules[module])["handler"] = built
+            return built
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return module_getattr
