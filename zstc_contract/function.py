@@ -28,46 +28,48 @@ def default_client(name: str, config: Config) -> Any:
 
 
 class FunctionRuntime:
-    """Logger, metrics and clients of one function, and the Powertools wrapping of its work.
+    """A batch function's Lambda handler: its settings, Powertools logger and metrics, clients, and its work.
 
-    ``make_logger`` / ``make_metrics``: Powertools' ``Logger`` and ``Metrics`` (used unless ``logger`` / ``metrics``
-    are given). The service name is the environment's ``POWERTOOLS_SERVICE_NAME`` (else ``service``).
+    A function subclasses it with ``service_name``, ``client_config``, ``make_logger`` / ``make_metrics``
+    (Powertools' ``Logger`` / ``Metrics``), :meth:`configure` (read the settings; a bad variable raises, naming it)
+    and :meth:`process` (one invocation). ``clients`` makes the boto3 clients (default: ``boto3.client``);
+    ``logger`` / ``metrics`` replace the Powertools ones (e.g. to write elsewhere than stdout). The service name is
+    the environment's ``POWERTOOLS_SERVICE_NAME``, else ``service_name``.
     """
 
+    service_name: str
+    client_config: Config
+    make_logger: Callable[..., Any]
+    make_metrics: Callable[..., Any]
+
     def __init__(
-        self,
-        env: Mapping[str, str],
-        *,
-        service: str,
-        client_config: Config,
-        clients: ClientFactory | None,
-        logger: Any,
-        metrics: Any,
-        make_logger: Callable[..., Any],
-        make_metrics: Callable[..., Any],
+        self, env: Mapping[str, str], clients: ClientFactory | None = None, *, logger: Any = None, metrics: Any = None
     ) -> None:
-        name = env.get(Env.SERVICE_NAME, service)
-        self.logger = logger or make_logger(service=name)
+        self.configure(env)
+        name = env.get(Env.SERVICE_NAME, self.service_name)
+        self.logger = logger or self.make_logger(service=name)
         # The service is passed explicitly: Powertools shares its dimension set between Metrics instances of a process.
-        self.metrics = metrics or make_metrics(
-            namespace=env.get(Env.METRICS_NAMESPACE, METRICS_NAMESPACE), service=name
-        )
+        namespace = env.get(Env.METRICS_NAMESPACE, METRICS_NAMESPACE)
+        self.metrics = metrics or self.make_metrics(namespace=namespace, service=name)
         self._make_client = clients or default_client
-        self._client_config = client_config
         self._clients: dict[str, Any] = {}
+        # Lambda context in the logs (state cleared per invocation), metrics flushed after each invocation.
+        self._handle = self.logger.inject_lambda_context(clear_state=True)(self.metrics.log_metrics(self.process))
+
+    def configure(self, env: Mapping[str, str]) -> None:
+        raise NotImplementedError
+
+    def process(self, event: dict[str, Any], context: Any) -> Any:
+        raise NotImplementedError
 
     def client(self, name: str) -> Any:
         """The function's client for an AWS service, created on first use (once per container)."""
         if name not in self._clients:
-            self._clients[name] = self._make_client(name, self._client_config)
+            self._clients[name] = self._make_client(name, self.client_config)
         return self._clients[name]
 
-    def entry(self, process: Callable[[dict[str, Any], Any], Any]) -> Callable[[dict[str, Any], Any], Any]:
-        """``process`` with Lambda context in the logs (state cleared per invocation) and metrics flushed after it."""
-        wrapped: Callable[[dict[str, Any], Any], Any] = self.logger.inject_lambda_context(clear_state=True)(
-            self.metrics.log_metrics(process)
-        )
-        return wrapped
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        return self._handle(event, context)
 
 
 def lazy_handler(module: str, build: Callable[[Mapping[str, str]], Any]) -> Callable[[str], Any]:

@@ -4,9 +4,8 @@ Thin on purpose: :func:`build_handler` reads and validates the settings once, bu
 and hands each batch to :class:`service.BatchTrigger`. Powertools reports the messages that must come back to the
 queue (``ReportBatchItemFailures``); deferred ones get an exponential backoff first.
 
-``handler`` (what Lambda calls) is built from ``os.environ`` when the runtime resolves it during initialisation, so a
-bad variable fails the cold start with a message naming it. The offline emulation and the tests build their own
-handler from a declared environment with :func:`build_handler`, without touching ``os.environ``.
+``handler`` (what Lambda calls) and :func:`build_handler` (the emulation's and the tests', from a declared
+environment): see ``zstc_contract.function``.
 """
 
 from __future__ import annotations
@@ -20,43 +19,27 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from botocore.config import Config
 
-from zstc_contract.function import ClientFactory, FunctionRuntime, lazy_handler
+from zstc_contract.function import FunctionRuntime, lazy_handler
 from zstc_contract.settings import TriggerSettings
 
 from .service import BatchTrigger, Message, delay_deferred
 
 SERVICE = "batch-trigger"
-CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3})
 
 
 class TriggerFunction(FunctionRuntime):
-    """The trigger's Lambda handler with its settings, Powertools logger and metrics, and clients.
+    """The trigger's Lambda handler (see :class:`zstc_contract.function.FunctionRuntime`)."""
 
-    ``clients`` makes the boto3 clients (default: ``boto3.client``); ``logger``/``metrics`` replace the Powertools
-    ones the function creates itself (e.g. to write elsewhere than stdout).
-    """
+    service_name = SERVICE
+    client_config = Config(retries={"mode": "standard", "max_attempts": 3})
+    make_logger, make_metrics = Logger, Metrics
+    settings: TriggerSettings
 
-    def __init__(
-        self,
-        env: Mapping[str, str],
-        clients: ClientFactory | None = None,
-        *,
-        logger: Logger | None = None,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.settings = TriggerSettings.from_env(env)  # a bad variable fails here, with a message naming it
-        super().__init__(
-            env, service=SERVICE, client_config=CLIENT_CONFIG, clients=clients, logger=logger, metrics=metrics,
-            make_logger=Logger, make_metrics=Metrics,
-        )  # fmt: skip
+    def configure(self, env: Mapping[str, str]) -> None:
+        self.settings = TriggerSettings.from_env(env)
         self.processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-        self._handle = self.entry(self._process)
 
-    def __call__(self, event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
-        response: PartialItemFailureResponse = self._handle(event, context)
-        return response
-
-    def _process(self, event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+    def process(self, event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         messages = [Message.from_record(record) for record in event.get("Records", [])]
         trigger = BatchTrigger(
             self.settings,
