@@ -339,8 +339,10 @@ class Classifier:
 
         ``model_dir`` is a Hugging Face model directory, or ``"tiny"`` (a tiny random model: meaningless scores).
         """
-        from zstc_local.inprocess import InProcessHandler, resolve_model
+        from zstc.checkout import emulation
 
+        with emulation("Classifier.local"):
+            from zstc_local.inprocess import InProcessHandler, resolve_model
         handler = InProcessHandler(resolve_model(str(model_dir)))
         options.setdefault("concurrency", 1)
         classifier = cls(_invoke=_in_process_invoker(handler), **options)
