@@ -23,7 +23,6 @@ import csv
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -31,7 +30,7 @@ from typing import Any, Final
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zstc_local.tiny_model import SPECIAL_TOKENS, build_once, cache_root, cached_tiny_model  # noqa: E402
+from zstc_local.tiny_model import build_once, byte_bpe_tokenizer, cache_root, cached_tiny_model  # noqa: E402
 
 DATA: Final = ROOT.parent / "shared" / "data" / "new_years_resolutions_2015.csv"
 # Merges / pieces seen at least twice in ~5000 tweets: ~38-41 tokens per (tweet, "This example is {}.") pair.
@@ -147,21 +146,9 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _bart_tweet_tokenizer(staging: Path, vocab_size: int, model_max_length: int) -> None:
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import BartTokenizerFast
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        tweets(), vocab_size=vocab_size, min_frequency=TWEET_MIN_FREQUENCY, special_tokens=SPECIAL_TOKENS
+    byte_bpe_tokenizer(
+        staging, tweets(), vocab_size=vocab_size, min_frequency=TWEET_MIN_FREQUENCY, model_max_length=model_max_length
     )
-    with tempfile.TemporaryDirectory() as raw:
-        bpe.save_model(raw)
-        tokenizer: Any = BartTokenizerFast(
-            vocab_file=str(Path(raw) / "vocab.json"),
-            merges_file=str(Path(raw) / "merges.txt"),
-            model_max_length=model_max_length,
-        )
-        tokenizer.save_pretrained(str(staging))
 
 
 def _build_bart(shape: Shape, staging: Path, vocab_size: int) -> None:

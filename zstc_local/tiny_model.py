@@ -27,7 +27,7 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -133,20 +133,35 @@ def _build_config(shape: str, vocab_size: int):
     )
 
 
-def _build_tokenizer(target: Path, model_max_length: int) -> None:
+def byte_bpe_tokenizer(
+    target: Path,
+    corpus: Iterable[str],
+    *,
+    vocab_size: int,
+    min_frequency: int = 1,
+    model_max_length: int | None,
+    tokenizer_class: Any = None,
+) -> None:
+    """A byte-level BPE trained on ``corpus``, saved into ``target`` as ``tokenizer_class`` (default BART's fast
+    tokenizer; RoBERTa's for that architecture). Also used by the benchmark shapes, trained on the tweets."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import BartTokenizerFast
+
+    if tokenizer_class is None:
+        from transformers import BartTokenizerFast as tokenizer_class
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(_CORPUS * 4, vocab_size=600, min_frequency=1, special_tokens=SPECIAL_TOKENS)
+    bpe.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS)
     with tempfile.TemporaryDirectory() as raw:
         bpe.save_model(raw)
-        tokenizer: Any = BartTokenizerFast(
-            vocab_file=str(Path(raw) / "vocab.json"),
-            merges_file=str(Path(raw) / "merges.txt"),
-            model_max_length=model_max_length,
+        extra = {} if model_max_length is None else {"model_max_length": model_max_length}
+        tokenizer = tokenizer_class(
+            vocab_file=str(Path(raw) / "vocab.json"), merges_file=str(Path(raw) / "merges.txt"), **extra
         )
         tokenizer.save_pretrained(str(target))
+
+
+def _build_tokenizer(target: Path, model_max_length: int) -> None:
+    byte_bpe_tokenizer(target, _CORPUS * 4, vocab_size=600, model_max_length=model_max_length)
 
 
 def build_tiny_nli_model(target: Path, *, shape: str = "tiny", seed: int = 0) -> Path:
@@ -313,17 +328,9 @@ def _train_wordpiece(target: Path, tokenizer_class: Any, corpus: list[str], voca
 
 
 def _train_byte_bpe(target: Path, tokenizer_class: Any, corpus: list[str], vocab_size: int, max_length: int | None):
-    from tokenizers import ByteLevelBPETokenizer
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(corpus * 4, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS)
-    with tempfile.TemporaryDirectory() as raw:
-        bpe.save_model(raw)
-        extra = {} if max_length is None else {"model_max_length": max_length}
-        tokenizer = tokenizer_class(
-            vocab_file=str(Path(raw) / "vocab.json"), merges_file=str(Path(raw) / "merges.txt"), **extra
-        )
-        tokenizer.save_pretrained(str(target))
+    byte_bpe_tokenizer(
+        target, corpus * 4, vocab_size=vocab_size, model_max_length=max_length, tokenizer_class=tokenizer_class
+    )
 
 
 def _train_unigram(
