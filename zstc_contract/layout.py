@@ -87,19 +87,6 @@ def key_bytes(key: str) -> int:
     return len(key.encode("utf-8", "surrogatepass"))
 
 
-def longest_derived_key_bytes(
-    *, input_prefix: str, output_prefix: str, errors_prefix: str, relative: str, job_name: str
-) -> int:
-    keys = derived_keys(
-        input_prefix=input_prefix,
-        output_prefix=output_prefix,
-        errors_prefix=errors_prefix,
-        relative=relative,
-        job_name=job_name,
-    )
-    return max(key_bytes(k) for k in keys)
-
-
 def long_key_status_key(errors_prefix: str, key: str) -> str:
     """Where the status record of an input with a key too long for its derived keys goes: a fixed-length name, the
     SHA-256 of the full input key (which the record's ``input`` holds)."""

@@ -23,9 +23,9 @@ from zstc_contract.layout import (
     INPUT_SUFFIX,
     MAX_KEY_BYTES,
     STATUS_SUFFIX,
+    derived_keys,
     key_bytes,
     long_key_status_key,
-    longest_derived_key_bytes,
     relative_key,
     status_key,
 )
@@ -187,12 +187,15 @@ def refusal(obj: S3Object, settings: TriggerSettings) -> Refusal | None:
 
     The job-name argument only needs the stack's job-name length (``<prefix>-<24 hex digits>``): one check for all."""
     relative = relative_key(obj.key, settings.input_prefix)
-    longest = longest_derived_key_bytes(
-        input_prefix=settings.input_prefix,
-        output_prefix=settings.output_prefix,
-        errors_prefix=settings.errors_prefix,
-        relative=relative,
-        job_name=f"{settings.job_name_prefix}-{'0' * DIGEST_CHARS}",  # as long as every job name of the stack
+    longest = max(
+        key_bytes(k)
+        for k in derived_keys(
+            input_prefix=settings.input_prefix,
+            output_prefix=settings.output_prefix,
+            errors_prefix=settings.errors_prefix,
+            relative=relative,
+            job_name=f"{settings.job_name_prefix}-{'0' * DIGEST_CHARS}",  # as long as every job name of the stack
+        )
     )
     if longest > MAX_KEY_BYTES:
         allowed = MAX_KEY_BYTES - (longest - key_bytes(obj.key))

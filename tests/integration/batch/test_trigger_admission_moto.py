@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -14,6 +13,7 @@ from botocore.stub import Stubber
 from functions.batch_trigger.handler import build_handler
 from functions.batch_trigger.service import BatchTrigger, Deferred
 from tests.integration.batch.batch_moto import BUCKET, PREFIX, REGION, Env
+from tests.integration.batch.test_handlers_end_to_end import _context
 from zstc_contract.layout import key_bytes, long_key_status_key
 from zstc_contract.status import FAILED, NOT_STARTED, StatusRecord
 
@@ -168,15 +168,6 @@ def test_the_last_receive_before_the_dlq_writes_a_status_and_a_notice(
     assert "dead-letter queue" in reason and "re-drive" in reason
     (notice,) = received(env, notices)
     assert notice["kind"] == "gave-up" and notice["inputs"][0]["input"] == f"s3://{BUCKET}/input/patient.jsonl"
-
-
-def _context() -> SimpleNamespace:
-    return SimpleNamespace(
-        function_name="batch-trigger",
-        memory_limit_in_mb=256,
-        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:batch-trigger",
-        aws_request_id="req-1",
-    )
 
 
 def test_the_handler_publishes_with_the_stacks_environment(env: Env, notices: str) -> None:
