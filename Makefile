@@ -60,14 +60,19 @@ synth: install
 bootstrap: install
 	$(CDK) bootstrap $(CDK_ARGS)
 
+# Two stacks: <stack_name> (bucket, key, batch path, monitoring) and, unless endpoint_mode=none,
+# <stack_name>-Endpoint (the real-time endpoint), deployed after it: a failed endpoint rolls back only its own stack.
+# STACKS picks stacks, e.g. STACKS=ZeroShotClassification-Endpoint retries the endpoint (and updates what it needs).
+STACKS ?= --all
+
 diff: install
-	$(CDK) diff $(CDK_ARGS)
+	$(CDK) diff $(filter-out --all,$(STACKS)) $(CDK_ARGS)
 
 deploy: install
-	$(CDK) deploy $(CDK_ARGS)
+	$(CDK) deploy $(STACKS) $(CDK_ARGS)
 
 destroy: install
-	$(CDK) destroy $(CDK_ARGS)
+	$(CDK) destroy $(STACKS) $(CDK_ARGS)
 
 demo: install
 	$(VENV)/bin/zstc demo $(DEMO_ARGS)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+from typing import Final
+
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -13,10 +17,29 @@ from stacks.config import Settings, has_nvme_storage
 from stacks.storage import PREFIXES
 
 VARIANT = "AllTraffic"
+# SageMaker's endpoint names: at most 63 letters, digits and single hyphens between them.
+ENDPOINT_NAME_LENGTH: Final = 63
+_HYPHENS: Final = re.compile(r"-+")
+
+
+def endpoint_name(settings: Settings) -> str:
+    """The endpoint's name, computed from the settings: the one place it is declared.
+
+    The endpoint lives in a stack of its own (``stacks/endpoint_stack.py``), deployed after the main stack; the main
+    stack publishes this name (output ``EndpointName``, which ``zstc`` reads) and watches it (alarms, dashboard)
+    without a cross-stack reference, so nothing of the endpoint stack can block an update of the main stack. It is
+    the main stack's name (stack names are unique per account and region, as endpoint names are), with runs of
+    hyphens folded and, past 63 characters, cut and suffixed with 8 hex digits of its SHA-256.
+    """
+    name = _HYPHENS.sub("-", settings.stack_name).strip("-")
+    if len(name) <= ENDPOINT_NAME_LENGTH:
+        return name
+    digest = hashlib.sha256(settings.stack_name.encode()).hexdigest()[:8]
+    return f"{name[: ENDPOINT_NAME_LENGTH - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 class InferenceEndpoint(Construct):
-    """Endpoint config + endpoint for ``model``.
+    """Endpoint config + endpoint for ``model``, named :func:`endpoint_name`.
 
     - ``serverless``: memory ``serverless_memory_mb``, at most ``serverless_max_concurrency`` concurrent
       invocations; scales to zero (pay per request, cold starts after idle periods).
@@ -95,8 +118,13 @@ class InferenceEndpoint(Construct):
                     "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured": reason,
                 },
             )
+        # A fixed name is safe here: only a change of EndpointName replaces an endpoint, and the name follows the
+        # stack's name, which never changes for a deployed stack.
         self.endpoint = sagemaker.CfnEndpoint(
-            self, "Endpoint", endpoint_config_name=self.config.attr_endpoint_config_name
+            self,
+            "Endpoint",
+            endpoint_name=endpoint_name(settings),
+            endpoint_config_name=self.config.attr_endpoint_config_name,
         )
         self.endpoint.node.add_dependency(self.config)
         self.endpoint_name = self.endpoint.attr_endpoint_name

@@ -19,7 +19,7 @@ from constructs import Construct
 from stacks.batch import INSTANCE_REFUSED_MESSAGE, JOB_STARTED_MESSAGE, BatchPipeline
 from stacks.config import Settings
 from stacks.encryption import EncryptionKey
-from stacks.endpoint import VARIANT, InferenceEndpoint
+from stacks.endpoint import VARIANT
 
 PERIOD: Final = Duration.minutes(5)
 RUNBOOK: Final = "docs/operations.md"
@@ -43,6 +43,9 @@ class Monitoring(Construct):
       error) notify once.
     - ``dashboard``: named after the stack: batch path, functions, queues and, with an endpoint, its invocations,
       latency, errors and (serverless) cold starts and concurrency, or (provisioned) instance utilization.
+    The endpoint is watched by its name (``endpoint_name``, :func:`stacks.endpoint.endpoint_name`): it lives in the
+    endpoint's own stack, deployed after this one, which this stack never references. Until that stack is deployed
+    the endpoint's metrics are simply empty (missing data never alarms).
     """
 
     def __init__(
@@ -53,13 +56,13 @@ class Monitoring(Construct):
         settings: Settings,
         encryption: EncryptionKey,
         batch: BatchPipeline,
-        endpoint: InferenceEndpoint | None,
+        endpoint_name: str | None,
     ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
         self.settings = settings
         self.batch = batch
-        self.endpoint = endpoint
+        self.endpoint_name = endpoint_name
 
         # --- alarm topic ----------------------------------------------------------------------------------------
         self.topic = sns.Topic(
@@ -93,8 +96,8 @@ class Monitoring(Construct):
         # --- alarms ---------------------------------------------------------------------------------------------
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         self._batch_alarms()
-        if endpoint is not None:
-            self._endpoint_alarms(endpoint)
+        if endpoint_name is not None:
+            self._endpoint_alarms()
 
         # --- dashboard ------------------------------------------------------------------------------------------
         self.dashboard_name = stack.stack_name
@@ -115,11 +118,11 @@ class Monitoring(Construct):
     def endpoint_metric(
         self, name: str, statistic: str, *, namespace: str = SAGEMAKER_NAMESPACE, label: str | None = None
     ) -> cloudwatch.Metric:
-        assert self.endpoint is not None
+        assert self.endpoint_name is not None
         return cloudwatch.Metric(
             namespace=namespace,
             metric_name=name,
-            dimensions_map={"EndpointName": self.endpoint.endpoint_name, "VariantName": VARIANT},
+            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT},
             statistic=statistic,
             period=PERIOD,
             label=label or name,
@@ -228,7 +231,7 @@ class Monitoring(Construct):
             ),
         )
 
-    def _endpoint_alarms(self, endpoint: InferenceEndpoint) -> None:
+    def _endpoint_alarms(self) -> None:
         s = self.settings
         rate = cloudwatch.MathExpression(
             expression="IF(invocations > 0, 100 * FILL(errors, 0) / invocations, 0)",
@@ -377,7 +380,7 @@ class Monitoring(Construct):
                 ),
             ],
         ]
-        if self.endpoint is not None:
+        if self.endpoint_name is not None:
             rows.extend(self._endpoint_rows())
         rows.append(
             [

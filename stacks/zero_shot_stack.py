@@ -11,7 +11,7 @@ from stacks.batch_trigger import BatchTarget
 from stacks.checks import skip_checkov_for_cdk_handlers
 from stacks.config import Settings
 from stacks.encryption import EncryptionKey
-from stacks.endpoint import InferenceEndpoint
+from stacks.endpoint import endpoint_name
 from stacks.execution_role import SageMakerExecutionRole
 from stacks.images import InferenceImages, processor
 from stacks.model import SageMakerModel
@@ -26,10 +26,16 @@ HUB_EXCEPTION = (
     "internet egress. Use model_source=staged (the default) or s3 for a network-isolated model."
 )
 SERVERLESS_EXCEPTION = "SageMaker does not run serverless endpoints network-isolated (nor in a VPC)."
+# Serverless endpoints run on CPU: their model takes the CPU container and this type's serving environment.
+SERVERLESS_MODEL_INSTANCE = "ml.m5.xlarge"
 
 
 class ZeroShotStack(cdk.Stack):
-    """Zero-shot text classification on SageMaker: storage, model, real-time endpoint and the batch path."""
+    """Zero-shot text classification on SageMaker: storage, key, network, batch models and the batch path, monitoring.
+
+    The real-time endpoint is in a stack of its own (:class:`stacks.endpoint_stack.EndpointStack`), so that a failed
+    ``CreateEndpoint`` rolls back only that stack; this one publishes and watches the endpoint by its name.
+    """
 
     def __init__(self, scope: Construct, id_: str, *, settings: Settings, **kwargs: object) -> None:
         super().__init__(scope, id_, **kwargs)  # type: ignore[arg-type]
@@ -66,6 +72,7 @@ class ZeroShotStack(cdk.Stack):
 
         # Model import
         model_data_url: str | None = settings.model_data_url if settings.model_source == "s3" else None
+        self.model_data_url = model_data_url
         self.model_import: ModelImport | None = None
         if settings.model_source == "staged":
             # The pinned model is copied into models/ of the bucket at deploy and served network-isolated.
@@ -73,6 +80,7 @@ class ZeroShotStack(cdk.Stack):
                 self, "ModelImport", settings=settings, bucket=self.bucket, key=self.key, log_retention=log_retention
             )
             model_data_url = self.model_import.model_data_url
+            self.model_data_url = model_data_url
 
         # Batch models: one per container family (GPU / CPU) and serving environment of the configured instance
         # types, so usually one per family. The first type's model keeps the construct ID "Model".
@@ -86,25 +94,8 @@ class ZeroShotStack(cdk.Stack):
             self.batch_models[instance_type] = self._models_by_setup[setup]
         self.model = self.batch_models[settings.batch_instance_type]
 
-        # Endpoint
-        self.endpoint: InferenceEndpoint | None = None
-        if settings.has_endpoint:
-            shared = (
-                self._models_by_setup.get(self._setup(settings.endpoint_instance_type, model_data_url))
-                if settings.endpoint_mode == "provisioned"
-                else None
-            )
-            # SageMaker runs serverless endpoints without network isolation (and never in a VPC): they get a model
-            # of their own from the same artifact.
-            endpoint_model = shared or self._model(
-                "EndpointModel",
-                settings.endpoint_instance_type if settings.endpoint_mode == "provisioned" else "ml.m5.xlarge",
-                model_data_url,
-                isolated=settings.endpoint_mode == "provisioned",
-            )
-            self.endpoint = InferenceEndpoint(
-                self, "Endpoint", settings=settings, model=endpoint_model.resource, key=self.key, bucket=self.bucket
-            )
+        # The real-time endpoint has a stack of its own (stacks/endpoint_stack.py); this one knows only its name.
+        self.endpoint_name: str | None = endpoint_name(settings) if settings.has_endpoint else None
 
         # Batch path
         self.batch = BatchPipeline(
@@ -128,7 +119,12 @@ class ZeroShotStack(cdk.Stack):
 
         # Monitoring
         self.monitoring = Monitoring(
-            self, "Monitoring", settings=settings, encryption=encryption, batch=self.batch, endpoint=self.endpoint
+            self,
+            "Monitoring",
+            settings=settings,
+            encryption=encryption,
+            batch=self.batch,
+            endpoint_name=self.endpoint_name,
         )
         cdk.CfnOutput(
             self, "DashboardUrl", value=self.monitoring.dashboard_url, description="CloudWatch dashboard of the stack"
@@ -159,14 +155,27 @@ class ZeroShotStack(cdk.Stack):
         return processor(instance_type), tuple(sorted(self._environment(instance_type, model_data_url).items()))
 
     def _model(self, id_: str, instance_type: str, model_data_url: str | None, *, isolated: bool) -> SageMakerModel:
-        """A model for ``instance_type``'s processor family; network-isolated when ``isolated`` and the weights come
-        from S3 (a Hub download needs egress)."""
+        return self.build_model(self, id_, instance_type, model_data_url, isolated=isolated, images=self.images)
+
+    def build_model(
+        self,
+        scope: Construct,
+        id_: str,
+        instance_type: str,
+        model_data_url: str | None,
+        *,
+        isolated: bool,
+        images: InferenceImages,
+    ) -> SageMakerModel:
+        """A model in ``scope`` for ``instance_type``'s processor family (image from ``images``, this stack's
+        execution role and network); network-isolated when ``isolated`` and the weights come from S3 (a Hub download
+        needs egress). The endpoint's stack builds its model with it."""
         environment = self._environment(instance_type, model_data_url)
         return SageMakerModel(
-            self,
+            scope,
             id_,
             role=self.execution_role,
-            image=self.images.uri(instance_type),
+            image=images.uri(instance_type),
             environment=environment,
             model_data_url=model_data_url,
             network_isolation=isolated and model_data_url is not None,
@@ -184,8 +193,9 @@ class ZeroShotStack(cdk.Stack):
         cdk.CfnOutput(
             self, "ModelName", value=self.model.model_name, description="SageMaker model of batch jobs (first type)"
         )
-        if self.endpoint is not None:
-            cdk.CfnOutput(self, "EndpointName", value=self.endpoint.endpoint_name, description="Real-time endpoint")
+        if self.endpoint_name is not None:
+            # The name, not a reference: the endpoint's stack is deployed after this one (stacks/endpoint_stack.py).
+            cdk.CfnOutput(self, "EndpointName", value=self.endpoint_name, description="Real-time endpoint")
 
 
 def _pascal(instance_type: str) -> str:

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 
 from stacks.application import build_app
-from stacks.zero_shot_stack import ZeroShotStack
+from stacks.endpoint_stack import EndpointStack, endpoint_stack_name
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
@@ -20,10 +21,14 @@ CONTEXT: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
 
 @dataclass(frozen=True)
 class Synthesized:
+    """One synthesized stack: the main stack as ``synth()`` returns it, with the endpoint's stack (``endpoint_mode``
+    other than ``none``) as ``endpoint``."""
+
     template: Template
     raw: dict[str, Any]
     template_file: Path
-    stack: ZeroShotStack
+    stack: Any  # ZeroShotStack or EndpointStack
+    endpoint: Synthesized | None = None
 
     def resources(self, kind: str) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.raw["Resources"].items() if v["Type"] == kind}
@@ -34,12 +39,21 @@ class Synthesized:
         return found[0]
 
 
-def synthesize(outdir: Path, **overrides: Any) -> Synthesized:
-    app, stack = build_app({**CONTEXT, **overrides}, outdir=str(outdir))
-    app.synth()  # runs the cdk-nag packs: an unacknowledged finding raises here
+def _read(outdir: Path, stack: cdk.Stack, endpoint: Synthesized | None = None) -> Synthesized:
     template_file = outdir / f"{stack.artifact_id}.template.json"
     raw = json.loads(template_file.read_text())
-    return Synthesized(Template.from_json(raw), raw, template_file, stack)
+    return Synthesized(Template.from_json(raw), raw, template_file, stack, endpoint)
+
+
+def synthesize(outdir: Path, **overrides: Any) -> Synthesized:
+    app, stack = build_app({**CONTEXT, **overrides}, outdir=str(outdir))
+    app.synth()  # runs the cdk-nag packs on every stack: an unacknowledged finding raises here
+    endpoint_stack = (
+        app.node.try_find_child(endpoint_stack_name(stack.settings)) if stack.settings.has_endpoint else None
+    )
+    assert stack.settings.has_endpoint == isinstance(endpoint_stack, EndpointStack)
+    endpoint = _read(outdir, endpoint_stack) if isinstance(endpoint_stack, EndpointStack) else None
+    return _read(outdir, stack, endpoint)
 
 
 @pytest.fixture(scope="session")

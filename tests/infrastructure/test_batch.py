@@ -319,18 +319,20 @@ def test_transform_jobs_can_only_use_this_stacks_models_and_instance_types(synth
         "ml.g4dn.xlarge",
         "ml.m5.xlarge",
     ]
-    # the endpoint's separate model (serverless here) is not one of them
+    # the endpoint's own model (serverless here) is in the endpoint's stack, out of the trigger's reach
     s2 = synth(**FALLBACK)
     (creating2,) = [
         st for st in statements_of(s2, "BatchTrigger") if "sagemaker:CreateTransformJob" in as_list(st["Action"])
     ]
-    assert len(creating2["Condition"]["ArnEquals"]["sagemaker:ModelArn"]) == 2 < len(models(s2))
+    assert sorted(a["Ref"] for a in creating2["Condition"]["ArnEquals"]["sagemaker:ModelArn"]) == sorted(models(s2))
+    assert len(models(s2)) == 2 and len(models(s2.endpoint)) == 1
 
 
 def test_the_fallback_configuration_passes_the_compliance_packs(synth):
     # synth() runs cdk-nag (AwsSolutions, HIPAA, NIST): an unacknowledged finding raises
     s = synth(**FALLBACK)
-    assert len(models(s)) == 3  # GPU and CPU batch models, the serverless endpoint's model
+    assert len(models(s)) == 2  # GPU and CPU batch models
+    assert len(models(s.endpoint)) == 1  # the serverless endpoint's model, in the endpoint's stack
 
 
 def test_pass_role_is_only_for_the_execution_role_and_sagemaker(synth):

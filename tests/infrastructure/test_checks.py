@@ -7,11 +7,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_s3 as s3
 
-from stacks.application import build_app
+from stacks.application import build_app, build_stacks
+from stacks.config import Settings
 
 CONFIGS = {
     "default": {},
@@ -52,11 +55,37 @@ def test_an_unacknowledged_finding_fails_synthesis(tmp_path, cdk_context):
     assert ("HIPAA.Security", "HIPAA.Security-S3BucketLoggingEnabled") in findings
 
 
+def test_an_unacknowledged_finding_in_the_endpoint_stack_fails_synthesis(tmp_path, cdk_context):
+    # Given the endpoint's stack plus a bucket without encryption, logging or TLS policy
+    app = cdk.App(context=dict(cdk_context), outdir=str(tmp_path))
+    _, endpoint = build_stacks(app, Settings.from_context(app.node.get_all_context()))
+    assert endpoint is not None
+    s3.CfnBucket(endpoint, "CarelessBucket")
+    # When synthesized / Then the compliance packs, added to the app, fail it on that stack's bucket
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    paths = {
+        c["constructPath"]
+        for plugin in report["pluginReports"]
+        for violation in plugin["violations"]
+        for c in violation["violatingConstructs"]
+    }
+    assert "ZeroShotClassification-Endpoint/CarelessBucket" in paths
+
+
+def templates(s: Any) -> list[Path]:
+    """The synthesized templates of a configuration: the main stack's and the endpoint stack's."""
+    return [s.template_file, *([s.endpoint.template_file] if s.endpoint else [])]
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_cfn_lint_finds_no_errors(synth, name):
-    template = synth(**CONFIGS[name]).template_file
     result = subprocess.run(
-        [str(CFN_LINT), "--format", "json", str(template)], capture_output=True, text=True, check=False
+        [str(CFN_LINT), "--format", "json", *map(str, templates(synth(**CONFIGS[name])))],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     findings = json.loads(result.stdout or "[]")
     errors = [f for f in findings if f["Level"] == "Error"]
@@ -67,9 +96,9 @@ def test_cfn_lint_finds_no_errors(synth, name):
 def test_checkov_finds_no_failed_checks_and_every_skip_has_a_reason(synth, name):
     if not CHECKOV.exists():
         pytest.fail(f"{CHECKOV} missing: run `make install` (it creates the checkov virtualenv)")
-    template = synth(**CONFIGS[name]).template_file
+    files = [arg for template in templates(synth(**CONFIGS[name])) for arg in ("-f", str(template))]
     result = subprocess.run(
-        [str(CHECKOV), "-f", str(template), "--framework", "cloudformation", "--quiet", "--compact", "-o", "json"],
+        [str(CHECKOV), *files, "--framework", "cloudformation", "--quiet", "--compact", "-o", "json"],
         capture_output=True,
         text=True,
         check=False,
@@ -83,9 +112,9 @@ def test_checkov_finds_no_failed_checks_and_every_skip_has_a_reason(synth, name)
 
 def test_synthesis_is_deterministic(tmp_path, fresh_synth):
     # Two synths of the same inputs in different directories give byte-identical templates (no clock, no AWS call).
-    first = fresh_synth(tmp_path / "a").template_file.read_bytes()
-    second = fresh_synth(tmp_path / "b").template_file.read_bytes()
-    assert first == second
+    first = [t.read_bytes() for t in templates(fresh_synth(tmp_path / "a"))]
+    second = [t.read_bytes() for t in templates(fresh_synth(tmp_path / "b"))]
+    assert len(first) == 2 and first == second
 
 
 def test_cdk_cli_synth_works_offline(tmp_path):
@@ -110,3 +139,4 @@ def test_cdk_cli_synth_works_offline(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "ZeroShotClassification.template.json").exists()
+    assert (tmp_path / "out" / "ZeroShotClassification-Endpoint.template.json").exists()

@@ -26,6 +26,12 @@ def statements(synthesized: Any) -> list[dict[str, Any]]:
     return found
 
 
+def all_models(synthesized: Any) -> list[dict[str, Any]]:
+    """The SageMaker models of both stacks: the batch models and the endpoint's own."""
+    stacks = [synthesized, *([synthesized.endpoint] if synthesized.endpoint else [])]
+    return [m for st in stacks for m in st.resources("AWS::SageMaker::Model").values()]
+
+
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
@@ -187,25 +193,24 @@ def test_image_mapping_matches_the_sagemaker_sdk_for_every_region(synth):
 
 def test_model_image_is_picked_for_the_deployment_region_and_processor(synth):
     cpu = synth()
-    for model in cpu.resources("AWS::SageMaker::Model").values():
+    for model in all_models(cpu):
         image = model["Properties"]["PrimaryContainer"]["Image"]
         assert image["Fn::FindInMap"][1] == {"Ref": "AWS::Region"} and image["Fn::FindInMap"][2] == "cpu"
     gpu_images = {
-        json.dumps(m["Properties"]["PrimaryContainer"]["Image"]["Fn::FindInMap"][2])
-        for m in synth(**GPU).resources("AWS::SageMaker::Model").values()
+        json.dumps(m["Properties"]["PrimaryContainer"]["Image"]["Fn::FindInMap"][2]) for m in all_models(synth(**GPU))
     }
     assert gpu_images == {'"gpu"'}
 
 
 def test_a_region_bound_stack_gets_that_regions_image(synth):
     s = synth(region="eu-west-1")
-    images = {m["Properties"]["PrimaryContainer"]["Image"] for m in s.resources("AWS::SageMaker::Model").values()}
+    images = {m["Properties"]["PrimaryContainer"]["Image"] for m in all_models(s)}
     assert images == {image_uri("eu-west-1", "cpu")}
 
 
 def test_hub_model_pins_model_id_and_revision(synth):
     s = synth(model_source="hub")
-    for model in s.resources("AWS::SageMaker::Model").values():
+    for model in all_models(s):
         env = model["Properties"]["PrimaryContainer"]["Environment"]
         assert env["HF_MODEL_ID"] == "facebook/bart-large-mnli"
         assert env["HF_MODEL_REVISION"] == "d7645e127eaf1aefc7862fd59a17a5aa8558b8ce"
@@ -213,7 +218,7 @@ def test_hub_model_pins_model_id_and_revision(synth):
 
 
 def test_model_endpoint_config_and_endpoint_depend_on_each_other_explicitly(synth):
-    s = synth(**PROVISIONED)
+    s = synth(**PROVISIONED).endpoint
     (config_id,) = s.resources("AWS::SageMaker::EndpointConfig")
     endpoint = s.only("AWS::SageMaker::Endpoint")
     assert config_id in endpoint["DependsOn"]
@@ -225,7 +230,7 @@ def test_model_endpoint_config_and_endpoint_depend_on_each_other_explicitly(synt
 
 
 def test_serverless_endpoint_uses_configured_memory_and_concurrency_and_the_key(synth):
-    s = synth(serverless_memory_mb=4096, serverless_max_concurrency=3)
+    s = synth(serverless_memory_mb=4096, serverless_max_concurrency=3).endpoint
     s.template.has_resource_properties(
         "AWS::SageMaker::EndpointConfig",
         {
@@ -239,7 +244,7 @@ def test_serverless_endpoint_uses_configured_memory_and_concurrency_and_the_key(
 
 
 def test_provisioned_endpoint_scales_on_invocations_per_instance(synth):
-    s = synth(**PROVISIONED, endpoint_min_instances=2, endpoint_max_instances=4)
+    s = synth(**PROVISIONED, endpoint_min_instances=2, endpoint_max_instances=4).endpoint
     s.template.has_resource_properties(
         "AWS::SageMaker::EndpointConfig",
         {
@@ -265,14 +270,19 @@ def test_provisioned_endpoint_scales_on_invocations_per_instance(synth):
 
 
 def test_data_capture_goes_to_the_capture_prefix_under_the_stack_key(synth):
-    capture = synth(**PROVISIONED).only("AWS::SageMaker::EndpointConfig")["Properties"]["DataCaptureConfig"]
+    s = synth(**PROVISIONED)
+    capture = s.endpoint.only("AWS::SageMaker::EndpointConfig")["Properties"]["DataCaptureConfig"]
     assert capture["EnableCapture"] is True
     assert "/capture" in json.dumps(capture["DestinationS3Uri"])
-    assert "Fn::GetAtt" in json.dumps(capture["KmsKeyId"])
+    # the key is the main stack's, read from its outputs
+    key_arn = s.raw["Outputs"][capture["KmsKeyId"]["Fn::GetStackOutput"]["OutputName"]]["Value"]
+    (key_id,) = s.resources("AWS::KMS::Key")
+    assert key_arn == {"Fn::GetAtt": [key_id, "Arn"]}
 
 
 def test_endpoint_mode_none_creates_no_endpoint(synth):
     s = synth(endpoint_mode="none")
+    assert s.endpoint is None  # no endpoint stack
     s.template.resource_count_is("AWS::SageMaker::Endpoint", 0)
     s.template.resource_count_is("AWS::SageMaker::EndpointConfig", 0)
     assert "EndpointName" not in s.raw["Outputs"]
@@ -281,7 +291,7 @@ def test_endpoint_mode_none_creates_no_endpoint(synth):
 
 def test_gpu_endpoint_with_nvme_storage_has_no_volume_key(synth):
     # ml.g5 has local NVMe storage: SageMaker rejects a volume KMS key there.
-    config = synth(**GPU).only("AWS::SageMaker::EndpointConfig")["Properties"]
+    config = synth(**GPU).endpoint.only("AWS::SageMaker::EndpointConfig")["Properties"]
     assert "KmsKeyId" not in config
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.g5.xlarge"
 
@@ -317,7 +327,7 @@ def test_security_groups_have_no_open_ingress(synth):
 
 
 def test_models_run_in_the_vpc_when_enabled(synth):
-    for model in synth(**VPC).resources("AWS::SageMaker::Model").values():
+    for model in all_models(synth(**VPC)):
         vpc_config = model["Properties"]["VpcConfig"]
         assert len(vpc_config["Subnets"]) == 2 and len(vpc_config["SecurityGroupIds"]) == 1
 

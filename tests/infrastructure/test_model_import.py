@@ -74,19 +74,43 @@ def test_import_writes_into_the_stacks_bucket_under_models_with_the_stack_key(sy
     assert props["ModelRevision"] == "d7645e127eaf1aefc7862fd59a17a5aa8558b8ce"
 
 
-def test_serverless_endpoint_model_uses_the_same_staged_artifact(synth):
-    s = synth(endpoint_mode="serverless")
+def main_output(main: Any, value: Any) -> Any:
+    """A value of the endpoint's stack with ``Fn::GetStackOutput`` of the main stack replaced by that output's value."""
+    if isinstance(value, dict) and "Fn::GetStackOutput" in value:
+        read = value["Fn::GetStackOutput"]
+        assert read["StackName"] == main.stack.stack_name
+        return main.raw["Outputs"][read["OutputName"]]["Value"]
+    return value
 
-    urls = {json.dumps(m["PrimaryContainer"]["ModelDataUrl"]) for m in models(s)}
-    assert len(models(s)) == 2
-    assert len(urls) == 1
-    assert "ModelImport" in urls.pop()
+
+@pytest.mark.parametrize("retain_data", [True, False])
+def test_the_endpoint_model_gets_the_staged_artifact_from_the_same_importer_request(synth, retain_data):
+    # Given the staged model (default) with a serverless endpoint
+    s = synth(endpoint_mode="serverless", retain_data=retain_data)
+    main_request = s.only("Custom::ModelImport")["Properties"]
+    endpoint_request = s.endpoint.only("Custom::ModelImport")["Properties"]
+    # Then the endpoint's stack asks the main stack's importer for the same artifact (same model, revision, handler
+    # asset, bucket, key): a new artifact changes the endpoint's template too
+    resolved = {k: main_output(s, v) for k, v in endpoint_request.items()}
+    assert {k: v for k, v in resolved.items() if k != "RetainData"} == {
+        k: v for k, v in main_request.items() if k != "RetainData"
+    }
+    # and its request never deletes the main stack's artifact
+    assert endpoint_request["RetainData"] == "true"
+    assert main_request["RetainData"] == ("true" if retain_data else "false")
+    # the endpoint's model reads the URL that request returns; the batch model the main stack's
+    (request_id,) = s.endpoint.resources("Custom::ModelImport")
+    (endpoint_model,) = models(s.endpoint)
+    assert endpoint_model["PrimaryContainer"]["ModelDataUrl"] == {"Fn::GetAtt": [request_id, "ModelDataUrl"]}
+    (batch_model,) = models(s)
+    assert "ModelImport" in json.dumps(batch_model["PrimaryContainer"]["ModelDataUrl"])
 
 
-def test_provisioned_model_is_network_isolated_with_the_staged_artifact(synth):
+def test_provisioned_models_are_network_isolated_with_the_staged_artifact(synth):
     s = synth(endpoint_mode="provisioned")
 
-    assert all(m["EnableNetworkIsolation"] is True for m in models(s))
+    assert len(models(s)) == 1 and len(models(s.endpoint)) == 1
+    assert all(m["EnableNetworkIsolation"] is True for m in models(s) + models(s.endpoint))
 
 
 def test_retain_data_decides_whether_the_artifact_is_deleted_with_the_stack(synth):
@@ -121,6 +145,15 @@ def test_s3_source_uses_the_given_artifact_network_isolated_without_importer(syn
     (model,) = models(s)
     assert model["PrimaryContainer"]["ModelDataUrl"] == MODEL_URL
     assert "HF_MODEL_ID" not in model["PrimaryContainer"]["Environment"]
+    assert model["EnableNetworkIsolation"] is True
+
+
+def test_s3_source_gives_the_endpoint_model_the_same_artifact_without_importer(synth):
+    s = synth(**S3_SOURCE, endpoint_mode="provisioned")
+
+    assert s.endpoint.resources("Custom::ModelImport") == {}
+    (model,) = models(s.endpoint)
+    assert model["PrimaryContainer"]["ModelDataUrl"] == MODEL_URL
     assert model["EnableNetworkIsolation"] is True
 
 

@@ -189,10 +189,9 @@ def test_the_alarm_status_widget_lists_every_alarm(synth):
 
 
 def endpoint_dims(s: Any) -> dict[str, str]:
-    return {
-        "EndpointName": f"<{logical_id(s, 'AWS::SageMaker::Endpoint', 'Endpoint')}.EndpointName>",
-        "VariantName": "AllTraffic",
-    }
+    """The endpoint's dimensions: the name the endpoint's stack gives it (the main stack holds no reference)."""
+    (endpoint,) = s.endpoint.resources("AWS::SageMaker::Endpoint").values()
+    return {"EndpointName": endpoint["Properties"]["EndpointName"], "VariantName": "AllTraffic"}
 
 
 def test_endpoint_widgets_show_invocations_latency_in_ms_and_errors(synth):

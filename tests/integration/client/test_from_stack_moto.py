@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import boto3
 import pytest
@@ -93,3 +94,35 @@ def test_a_stack_without_endpoint_still_submits_but_classify_says_what_to_do(aws
 def test_a_missing_stack_is_one_actionable_line(aws):
     with pytest.raises(AwsSetupError, match=r"No stack named 'Nope' in region eu-west-1"):
         Classifier.from_stack("Nope", REGION)
+
+
+def synthesized_endpoint_name() -> str:
+    """The EndpointName output the main stack publishes with the cdk.json defaults (a plain string, no reference)."""
+    from stacks.config import Settings
+    from stacks.endpoint import endpoint_name
+
+    context = json.loads((Path(__file__).resolve().parents[3] / "cdk.json").read_text())["context"]
+    return endpoint_name(Settings.from_context(context))
+
+
+def test_the_endpoint_of_the_endpoint_stack_is_found_from_the_main_stack_alone(aws):
+    # Given the main stack (its EndpointName output) and the endpoint its -Endpoint stack creates under that name
+    name = synthesized_endpoint_name()
+    endpoint(aws, name, serverless=True, env={"HF_TASK": "zero-shot-classification"})
+    publish(aws, "ZeroShotClassification", {**OUTPUTS, "EndpointName": name})
+    # When the classifier is made from the stack, as before the split
+    classifier = Classifier.from_stack(region=REGION)
+    # Then it calls that endpoint, with the serverless limit read from it
+    assert classifier.endpoint_name == name == "ZeroShotClassification"
+    assert classifier.payload_limit == SERVERLESS_PAYLOAD_LIMIT
+
+
+def test_a_rolled_back_endpoint_stack_leaves_the_batch_path_usable(aws):
+    # Given the main stack deployed and the endpoint's stack rolled back (no endpoint of that name)
+    publish(aws, "ZeroShotClassification", {**OUTPUTS, "EndpointName": synthesized_endpoint_name()})
+    # When the classifier is made from the stack (moto's runtime answers any endpoint: requests are not checked here)
+    classifier = Classifier.from_stack(region=REGION)
+    # Then the batch path is there, and requests would go to the name the endpoint's stack uses, at the 4 MB limit
+    assert classifier.stack.bucket == "data-bucket" and classifier.stack.queue_url == "https://sqs/q"
+    assert classifier.endpoint_name == "ZeroShotClassification"
+    assert classifier.payload_limit == SERVERLESS_PAYLOAD_LIMIT  # the safe default when DescribeEndpoint fails
