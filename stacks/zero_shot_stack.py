@@ -136,14 +136,16 @@ class ZeroShotStack(cdk.Stack):
         self._outputs()
         skip_checkov_for_cdk_handlers(self)
 
-    def _environment(self, instance_type: str, model_data_url: str | None) -> dict[str, str]:
-        """The model environment for ``instance_type`` (the handler's settings for its family)."""
+    def _environment(self, instance_type: str, model_data_url: str | None, *, isolated: bool = True) -> dict[str, str]:
+        """The model environment for ``instance_type`` (the handler's settings for its family); offline from the Hub
+        when the model is network-isolated (``isolated`` and the weights from S3, as in :meth:`build_model`)."""
         s = self.settings
         environment = serving_environment(
             instance_type=instance_type,
             batch_size=s.inference_batch_size,
             timeout_seconds=s.batch_model_timeout_seconds,
             hypothesis_template=s.hypothesis_template,
+            hub_offline=isolated and model_data_url is not None,
         )
         if model_data_url is None:
             # Hub loading (model_source=hub): the container downloads the pinned revision when it starts.
@@ -170,7 +172,7 @@ class ZeroShotStack(cdk.Stack):
         """A model in ``scope`` for ``instance_type``'s processor family (image from ``images``, this stack's
         execution role and network); network-isolated when ``isolated`` and the weights come from S3 (a Hub download
         needs egress). The endpoint's stack builds its model with it."""
-        environment = self._environment(instance_type, model_data_url)
+        environment = self._environment(instance_type, model_data_url, isolated=isolated)
         return SageMakerModel(
             scope,
             id_,
