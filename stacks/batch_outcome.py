@@ -25,6 +25,7 @@ from stacks.batch_queue import allow_service_to_use_key, dead_letters, encrypted
 from stacks.checks import acknowledge, logical_id
 from stacks.lambda_function import BatchFunction, FunctionBuilder
 from stacks.storage import PREFIXES
+from zstc_contract.layout import OUTPUT_SUFFIX
 
 OUTCOME_TIMEOUT: Final = Duration.seconds(OUTCOME_TIMEOUT_SECONDS)
 EVENT_RETRIES: Final = 8
@@ -97,8 +98,12 @@ class OutcomeFunction(BatchFunction):
                 role_findings={
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.manifests}*]": "Reads the manifest of the "
                     "finished job (named after the job) to find its input files.",
-                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*]": "Reads each input file's .out "
-                    "(to count records and errors) under output/ only.",
+                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*]": "Reads what each job wrote in "
+                    "its own folder under output/ (to copy it to the file's .out and count records and errors).",
+                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.input}*]": "Reads each input file's current "
+                    "version (HeadObject) to tell a file overwritten while its job ran: input/ only, no listing.",
+                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*{OUTPUT_SUFFIX}]": "Publishes (copies)"
+                    " each file's output to output/<file>.out and removes an earlier run's: only *.out under output/.",
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*.status.json]": "Writes one status "
                     "record per input file, named after it: only *.status.json under output/.",
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*.status.json]": "Writes one status "
@@ -142,13 +147,21 @@ class OutcomeFunction(BatchFunction):
             ["s3:GetObject"],
             [bucket.arn_for_objects(f"{PREFIXES.manifests}*"), bucket.arn_for_objects(f"{PREFIXES.output}*")],
         )
+        allow("ReadInputVersions", ["s3:GetObject"], [bucket.arn_for_objects(f"{PREFIXES.input}*")])
+        # One place per input: the status record is written there and the other place's record removed; the output
+        # is copied from the job's folder to output/<file>.out, and an earlier run's removed when the file failed.
         allow(
             "WriteStatusRecords",
-            ["s3:PutObject"],
+            ["s3:PutObject", "s3:DeleteObject"],
             [
                 bucket.arn_for_objects(f"{PREFIXES.output}*.status.json"),
                 bucket.arn_for_objects(f"{PREFIXES.errors}*.status.json"),
             ],
+        )
+        allow(
+            "PublishOutputs",
+            ["s3:PutObject", "s3:DeleteObject"],
+            [bucket.arn_for_objects(f"{PREFIXES.output}*{OUTPUT_SUFFIX}")],
         )
 
     def metric_dead_letters(self, *, period: Duration, label: str) -> cloudwatch.Metric:

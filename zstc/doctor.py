@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 import zstc  # the command's options are zstc.cli's, resolved when typer reads the signature (no import cycle)
 from zstc.stack import DEFAULT_STACK_NAME, StackOutputs
-from zstc_contract.layout import OUTPUT_SUFFIX, key_prefix, output_key
+from zstc_contract.layout import OUTPUT_NAMINGS, OUTPUT_SUFFIX, key_prefix, output_key
 from zstc_contract.manifest import decode_manifest
 from zstc_contract.settings import Env
 from zstc_contract.status import SUCCEEDED, StatusRecord
@@ -409,7 +409,7 @@ def endpoint_quota_checks(table: QuotaTable, variants: Sequence[Variant], region
 
 # --- output naming ----------------------------------------------------------------------------------------------
 
-NAMING_FORMS: Final = ("relative key", "base name", "full key")
+NAMING_FORMS: Final = OUTPUT_NAMINGS  # the contract's: the job-outcome function matches the same three
 
 
 @dataclass(frozen=True)
@@ -621,7 +621,8 @@ def run_smoke(
                 "read the output's error lines and the job's CloudWatch logs (/aws/sagemaker/TransformJobs)",
             )
         )
-    naming, output = naming_check(s3, sagemaker, stack, state.key, state.job_name)
+    found = naming_from_status(status, state.job_name)
+    naming, output = found or naming_check(s3, sagemaker, stack, state.key, state.job_name)
     checks.append(naming)
     if output is not None:
         count = jobs.count_lines(s3, output[0], output[1])
@@ -635,6 +636,17 @@ def run_smoke(
                 )
             )
     return SmokeResult(checks=checks, job_name=state.job_name)
+
+
+def naming_from_status(status: StatusRecord, job_name: str | None) -> tuple[Check, tuple[str, str]] | None:
+    """The naming the job-outcome function matched the output by, as the status record says, and the published
+    output's (bucket, key); None for a record without it (a function of an earlier version: list the output)."""
+    if not (status.output_naming and status.job_output and status.output):
+        return None
+    detail = (
+        f"{status.output_naming}: {status.job_output} (job {job_name or status.job_name}), published as {status.output}"
+    )
+    return Check("batch output naming", OK, detail), split_uri(status.output)
 
 
 def naming_check(

@@ -1,8 +1,13 @@
 """The data bucket's layout: its prefixes and how an input's output, status record and manifest are named.
 
-``input/a/b.jsonl`` (relative key ``a/b.jsonl``) → output ``output/a/b.jsonl.out`` (named by SageMaker:
-``<S3OutputPath><manifest entry>.out``), status record ``output/a/b.jsonl.status.json`` on success or
-``errors/a/b.jsonl.status.json`` otherwise; job ``J``'s manifest is ``manifests/J.json``.
+``input/a/b.jsonl`` (relative key ``a/b.jsonl``) → output ``output/a/b.jsonl.out``, status record
+``output/a/b.jsonl.status.json`` on success or ``errors/a/b.jsonl.status.json`` otherwise; job ``J``'s manifest is
+``manifests/J.json`` and the input versions it was started for ``manifests/J.versions.json``.
+
+Job ``J`` writes under its own folder ``output/_jobs/J/`` (its ``S3OutputPath``): SageMaker's output names for
+``ManifestFile`` input are not documented (:data:`OUTPUT_NAMINGS`: the entry, its base name or the full key, each
+followed by ``.out``), and SageMaker never deletes an older ``.out``. The job-outcome function matches what the job
+wrote there to its inputs and copies each result to the canonical ``output/<relative>.out`` above.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ GZIP_INPUT_SUFFIX: Final = ".jsonl.gz"  # refused: the model handler reads uncom
 OUTPUT_SUFFIX: Final = ".out"  # SageMaker appends it to every output object of a transform
 STATUS_SUFFIX: Final = ".status.json"
 MANIFEST_SUFFIX: Final = ".json"
+VERSIONS_SUFFIX: Final = ".versions.json"  # next to a job's manifest: the input versions the trigger claimed
+JOBS_FOLDER: Final = "_jobs/"  # under the output prefix: one folder per transform job (its S3OutputPath)
+
+# How SageMaker may name the output of a ManifestFile entry under the job's S3OutputPath (then ".out").
+RELATIVE_KEY: Final = "relative key"  # the manifest entry: "a/b.jsonl"
+BASE_NAME: Final = "base name"  # its last path segment: "b.jsonl"
+FULL_KEY: Final = "full key"  # the whole input key: "input/a/b.jsonl"
+OUTPUT_NAMINGS: Final = (RELATIVE_KEY, FULL_KEY, BASE_NAME)  # the order a match is tried in
 MAX_KEY_BYTES: Final = 1024  # S3's limit on a key (UTF-8)
 # Under the errors prefix: status records of inputs whose derived keys would pass MAX_KEY_BYTES, named
 # ``<errors prefix>_long-keys/<sha256 of the input key>.status.json`` (long_key_status_key).
@@ -92,3 +105,24 @@ def long_key_status_key(errors_prefix: str, key: str) -> str:
     SHA-256 of the full input key (which the record's ``input`` holds)."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{errors_prefix}{LONG_KEYS_FOLDER}{digest}{STATUS_SUFFIX}"
+
+
+def versions_key(manifest_prefix: str, job_name: str) -> str:
+    """The sidecar of job ``job_name``'s manifest: each entry's object version (a manifest lists keys only)."""
+    return f"{manifest_prefix}{job_name}{VERSIONS_SUFFIX}"
+
+
+def job_output_prefix(output_prefix: str, job_name: str) -> str:
+    """Job ``job_name``'s own output folder, ``<output prefix>_jobs/<job name>/``: its ``S3OutputPath``, empty when
+    the job starts (job names are never reused), so nothing in it can be an earlier run's."""
+    return f"{output_prefix}{JOBS_FOLDER}{job_name}/"
+
+
+def is_job_output_key(key: str, output_prefix: str) -> bool:
+    """Whether ``key`` lies in a job's folder (not a canonical output or status record of an input)."""
+    return key.startswith(output_prefix + JOBS_FOLDER)
+
+
+def output_names(relative: str, input_prefix: str) -> dict[str, str]:
+    """The name each of :data:`OUTPUT_NAMINGS` gives the entry ``relative`` (before ``.out``)."""
+    return {RELATIVE_KEY: relative, FULL_KEY: input_key(input_prefix, relative), BASE_NAME: relative.rsplit("/", 1)[-1]}

@@ -1,16 +1,17 @@
 """The status record: one JSON object per input file saying what became of it (the file's documented result).
 
-Written by the job-outcome function (``Succeeded`` next to the output, ``Failed`` under ``errors/``) and by the
-trigger (``Skipped`` for an empty file; ``Failed`` when no instance type has quota, when the file is refused before
-any job, or on its last try before the dead-letter queue); read by ``zstc``. Each kind keeps its own fields, in its
-own order: :attr:`StatusRecord.fields` says which; the constructors set it.
+Written by the job-outcome function (``Succeeded`` next to the output, ``Failed`` or ``Superseded`` under
+``errors/``, each with the :class:`OutcomeDetail` of the input version the job read) and by the trigger (``Skipped``
+for an empty file; ``Failed`` when no instance type has quota, when the file is refused before any job, or on its
+last try before the dead-letter queue); read by ``zstc``. Each kind keeps its own fields, in its own order:
+:attr:`StatusRecord.fields` says which; the constructors set it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from zstc_contract.layout import status_key
@@ -18,6 +19,7 @@ from zstc_contract.layout import status_key
 SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"
 SKIPPED: Final = "Skipped"
+SUPERSEDED: Final = "Superseded"  # the input was overwritten while its job ran: that job's result is not published
 NOT_STARTED: Final = "NotStarted"  # job_status of a file whose job could not be created
 CONTENT_TYPE: Final = "application/json"
 
@@ -31,10 +33,21 @@ _REFUSED_FIELDS: Final = (
 )  # fmt: skip
 _REJECTED_FIELDS: Final = ("input", "revision", "state", "job_status", "reason")
 _GAVE_UP_FIELDS: Final = ("input", "revision", "job_name", "job_status", "state", "reason")
+_DETAIL_FIELDS: Final = ("version_id", "current_version_id", "output_naming", "job_output")
 _ALL_FIELDS: Final = (
     "input", "revision", "job_name", "job_status", "finished_at", "instance_type", "state", "output", "records",
-    "record_errors", "refused_instance_types", "reason",
+    "record_errors", "refused_instance_types", "reason", *_DETAIL_FIELDS,
 )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutcomeDetail:
+    """What the job-outcome function adds to a file's record: which input version the job read and what it wrote."""
+
+    version_id: str | None = None  # S3 VersionId of the input the job was started for (None: not known)
+    current_version_id: str | None = None  # the input's version when the job ended (differs: Superseded)
+    output_naming: str | None = None  # which of zstc_contract.layout.OUTPUT_NAMINGS SageMaker used
+    job_output: str | None = None  # s3:// URI of the object SageMaker wrote in the job's own folder
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +64,10 @@ class StatusRecord:
     record_errors: int | None = None  # output lines that are errors
     refused_instance_types: tuple[str, ...] | None = None
     reason: str | None = None  # what went wrong and what to do (failures and skips)
+    version_id: str | None = None  # OutcomeDetail's fields (records of the job-outcome function)
+    current_version_id: str | None = None
+    output_naming: str | None = None
+    job_output: str | None = None
     fields: tuple[str, ...] = field(default=_ALL_FIELDS, repr=False, compare=False)  # the JSON keys, in order
 
     # --- the kinds of record (the one place each is shaped) -------------------------------------------------------
@@ -67,12 +84,13 @@ class StatusRecord:
         instance_type: str | None,
         records: int | None,
         record_errors: int | None,
+        detail: OutcomeDetail | None = None,
     ) -> StatusRecord:
         return cls(
             input=input, state=SUCCEEDED, output=output, job_name=job_name, job_status=job_status,
             finished_at=finished_at, instance_type=instance_type, records=records, record_errors=record_errors,
             fields=_SUCCEEDED_FIELDS,
-        )  # fmt: skip
+        ).with_detail(detail)  # fmt: skip
 
     @classmethod
     def job_failed(
@@ -84,11 +102,16 @@ class StatusRecord:
         finished_at: str | None,
         instance_type: str | None,
         reason: str,
+        detail: OutcomeDetail | None = None,
     ) -> StatusRecord:
         return cls(
             input=input, state=FAILED, job_name=job_name, job_status=job_status, finished_at=finished_at,
             instance_type=instance_type, reason=reason, fields=_FAILED_FIELDS,
-        )  # fmt: skip
+        ).with_detail(detail)  # fmt: skip
+
+    def as_superseded(self) -> StatusRecord:
+        """This failure record as ``Superseded``: the input was overwritten while the job read an older version."""
+        return replace(self, state=SUPERSEDED)
 
     @classmethod
     def skipped(cls, *, input: str, revision: str, reason: str) -> StatusRecord:
@@ -118,6 +141,15 @@ class StatusRecord:
         return cls(
             input=input, state=FAILED, revision=revision, job_name=job_name, job_status=NOT_STARTED, reason=reason,
             fields=_GAVE_UP_FIELDS,
+        )  # fmt: skip
+
+    def with_detail(self, detail: OutcomeDetail | None) -> StatusRecord:
+        """This record with the job-outcome function's detail (its fields after the kind's own); unchanged without."""
+        if detail is None:
+            return self
+        return replace(
+            self, version_id=detail.version_id, current_version_id=detail.current_version_id,
+            output_naming=detail.output_naming, job_output=detail.job_output, fields=self.fields + _DETAIL_FIELDS,
         )  # fmt: skip
 
     # --- where it goes, the writer and the reader -----------------------------------------------------------------
@@ -162,6 +194,10 @@ class StatusRecord:
             record_errors=count("record_errors"),
             refused_instance_types=tuple(map(str, refused)) if isinstance(refused, list) else None,
             reason=text("reason"),
+            version_id=text("version_id"),
+            current_version_id=text("current_version_id"),
+            output_naming=text("output_naming"),
+            job_output=text("job_output"),
             fields=tuple(name for name in data if name in _ALL_FIELDS),
         )
 

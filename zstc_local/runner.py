@@ -10,8 +10,11 @@ It does what SageMaker does with the job's settings, so the batch path's configu
   ``SingleRecord`` sends one line per request; a single record over the limit fails the object;
 - POSTs each mini-batch to ``/invocations`` with the job's ``ContentType`` and ``Accept``, retrying
   ``ModelClientConfig.InvocationsMaxRetries`` times with ``InvocationsTimeoutInSeconds`` per call;
-- ``AssembleWith: Line`` joins the responses line by line into ``<S3OutputPath>/<relative path>.out``, written
-  only when the whole object succeeded (as SageMaker does); the job fails if any object failed;
+- ``AssembleWith: Line`` joins the responses line by line into ``<S3OutputPath>/<name>.out``, written only when
+  the whole object succeeded (as SageMaker does); the job fails if any object failed. SageMaker does not document
+  ``<name>`` for ``ManifestFile`` input: the emulation's choice is the manifest entry (``RELATIVE_KEY``), the other
+  namings of ``zstc_contract.layout.OUTPUT_NAMINGS`` are there with ``naming=`` (the job-outcome function matches
+  all three); the trigger's ``S3OutputPath`` is the job's own folder, ``output/_jobs/<job>/``;
 - builds the EventBridge "SageMaker Transform Job State Change" event the job-outcome function consumes.
 
 What it does not do: several instances or concurrent transforms, data/output filters (``DataProcessing``), KMS.
@@ -31,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from zstc_contract.jobs import COMPLETED, FAILED
-from zstc_contract.layout import OUTPUT_SUFFIX
+from zstc_contract.layout import OUTPUT_NAMINGS, OUTPUT_SUFFIX, RELATIVE_KEY, output_names
 from zstc_contract.manifest import decode_manifest
 from zstc_contract.settings import Target
 from zstc_contract.sizing import record_weighted_pairs
@@ -101,10 +104,13 @@ class LocalTransformRunner:
     mini-batch would take on the real hardware and model. The tiny test model answers in milliseconds: without this,
     a mini-batch that would outlive ``InvocationsTimeoutInSeconds`` on SageMaker would pass here."""
 
-    def __init__(self, *, s3: Any, invoke: Invoke, targets: Sequence[Target] = ()) -> None:
+    def __init__(self, *, s3: Any, invoke: Invoke, targets: Sequence[Target] = (), naming: str = RELATIVE_KEY) -> None:
+        if naming not in OUTPUT_NAMINGS:
+            raise ValueError(f"naming {naming!r}: expected one of {', '.join(OUTPUT_NAMINGS)}")
         self.s3 = s3
         self.invoke = invoke
         self.targets = {t.instance_type: t for t in targets}
+        self.naming = naming  # how a ManifestFile entry's output is named (see the module's docstring)
 
     def expected_seconds(self, description: dict[str, Any], batch: Sequence[bytes]) -> float | None:
         """How long ``batch`` would take on the job's instance type (None: no pair rate decided for it)."""
@@ -131,7 +137,9 @@ class LocalTransformRunner:
             except ValueError as error:
                 raise ValueError(f"manifest {s3_uri(bucket, key)}: {error}") from error
             prefix_bucket, prefix_key = split_uri(manifest.prefix)
-            return [(prefix_bucket, prefix_key + entry, entry) for entry in manifest.entries]
+            return [
+                (prefix_bucket, prefix_key + entry, self._output_name(entry, prefix_key)) for entry in manifest.entries
+            ]
         # S3Prefix: every object whose key starts with the prefix; output names keep the part after the prefix's
         # last "/" (an exact object key therefore keeps its file name)
         base = key[: key.rfind("/") + 1]
@@ -141,6 +149,10 @@ class LocalTransformRunner:
                 if not item["Key"].endswith("/"):
                     found.append((bucket, item["Key"], item["Key"][len(base) :]))
         return found
+
+    def _output_name(self, entry: str, prefix_key: str) -> str:
+        """The name of ``entry``'s output (before ``.out``): the manifest's prefix is the input prefix."""
+        return output_names(entry, prefix_key)[self.naming]
 
     # --- one object ----------------------------------------------------------------------------------------------
 

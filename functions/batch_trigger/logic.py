@@ -24,10 +24,12 @@ from zstc_contract.layout import (
     MAX_KEY_BYTES,
     STATUS_SUFFIX,
     derived_keys,
+    job_output_prefix,
     key_bytes,
     long_key_status_key,
     relative_key,
     status_key,
+    versions_key,
 )
 from zstc_contract.layout import manifest_key as layout_manifest_key
 from zstc_contract.manifest import encode_manifest
@@ -35,6 +37,7 @@ from zstc_contract.settings import Target, TriggerSettings
 from zstc_contract.settings import parse_targets as parse_targets  # re-exported: tests parse targets here
 from zstc_contract.sizing import MULTI_RECORD, Batching, FileSample, choose_batching
 from zstc_contract.uri import s3_uri
+from zstc_contract.versions import encode_versions
 
 # Claim states in the claims table.
 CLAIMED: Final = "CLAIMED"  # claimed for a job that may not have started yet
@@ -64,14 +67,14 @@ class S3Object:
     def claim_id(self) -> str:
         return f"{self.bucket}/{self.key}#{self.revision}"
 
-
-@dataclass(frozen=True)
-class Ignored:
     @property
     def version_id(self) -> str | None:
         """The S3 version the event named (versioned buckets), else None (the current object)."""
         return self.revision[2:] if self.revision.startswith("v-") else None
 
+
+@dataclass(frozen=True)
+class Ignored:
     """An event (or part of one) that is deliberately not processed, with the reason logged and counted."""
 
     key: str | None
@@ -151,9 +154,6 @@ def _ignore_reason(event_name: str, bucket: str, key: str, settings: TriggerSett
     if key.endswith(STATUS_SUFFIX):
         return f"a {STATUS_SUFFIX} object is a status record, not an input"
     return None
-
-
-# --- names, groups, manifest, request ----------------------------------------------------------------------------
 
 
 # --- files refused before any job ------------------------------------------------------------------------------------
@@ -255,6 +255,9 @@ def refusal_notice(settings: TriggerSettings, kind: str, files: Sequence[tuple[s
     return {"Subject": subject, "Message": json.dumps(body, ensure_ascii=False, indent=2)}
 
 
+# --- names, groups, manifest, request ----------------------------------------------------------------------------
+
+
 def group_objects(objects: Iterable[S3Object], *, window_seconds: int, max_files: int) -> list[list[S3Object]]:
     """Coalesce one Lambda batch: window 0 → one job per object; otherwise one job per ``max_files`` objects."""
     unique = sorted({o.claim_id: o for o in objects}.values())
@@ -269,12 +272,20 @@ def manifest_key(settings: TriggerSettings, name: str) -> str:
 def manifest_body(settings: TriggerSettings, objects: Sequence[S3Object]) -> bytes:
     """SageMaker manifest: a prefix entry, then keys relative to it.
 
-    The prefix is the input prefix, so each entry is the key's path below ``input/``; SageMaker names each output
-    ``<S3OutputPath><entry>.out``, which keeps ``input/a/b.jsonl`` → ``output/a/b.jsonl.out``.
+    The prefix is the input prefix, so each entry is the key's path below ``input/``. SageMaker names each output
+    in the job's own folder (``S3OutputPath``) after the entry, its base name or the full key (undocumented); the
+    job-outcome function matches them and publishes ``output/<entry>.out``.
     """
     return encode_manifest(
         s3_uri(settings.bucket, settings.input_prefix), [relative_key(o.key, settings.input_prefix) for o in objects]
     )
+
+
+def versions_sidecar(settings: TriggerSettings, name: str, objects: Sequence[S3Object]) -> tuple[str, bytes]:
+    """(key, body) of the versions sidecar of job ``name``'s manifest: the object version each entry was claimed at
+    (the manifest lists keys only), for the job-outcome function's status records and its overwrite check."""
+    entries = [(relative_key(o.key, settings.input_prefix), o.revision) for o in objects]
+    return versions_key(settings.manifest_prefix, name), encode_versions(name, entries)
 
 
 def job_batching(settings: TriggerSettings, target: Target, samples: Sequence[FileSample]) -> Batching:
@@ -329,7 +340,8 @@ def transform_request(
             "SplitType": "Line",
         },
         "TransformOutput": {
-            "S3OutputPath": s3_uri(settings.bucket, settings.output_prefix),
+            # The job's own folder: nothing in it can be an earlier run's (zstc_contract.layout.job_output_prefix).
+            "S3OutputPath": s3_uri(settings.bucket, job_output_prefix(settings.output_prefix, name)),
             "Accept": content_type,
             "AssembleWith": "Line",
             "KmsKeyId": settings.kms_key_arn,

@@ -66,6 +66,7 @@ from .logic import (
     refusal_reason,
     transform_request,
     try_order,
+    versions_sidecar,
 )
 from .sampling import read_heads, samples_of
 
@@ -114,11 +115,11 @@ class BatchResult:
                 self.failures[message_id] = error
 
 
-def _error_code(error: ClientError) -> tuple[str, str]:
 HEAD_WORKERS = 16  # parallel HeadObject calls: 1,000 files (the largest batch) in a few seconds
 MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion", "405", "MethodNotAllowed"})
 
 
+def _error_code(error: ClientError) -> tuple[str, str]:
     info = error.response.get("Error", {})
     return str(info.get("Code", "")), str(info.get("Message", ""))
 
@@ -136,14 +137,14 @@ class BatchTrigger:
         logger: Any,
         metrics: Any,
         clock: Callable[[], float] = time.time,
-    ) -> None:
         sns: Any = None,
+    ) -> None:
         self.settings = settings
         self.s3 = s3
         self.dynamodb = dynamodb
         self.sagemaker = sagemaker
-        self.logger = logger
         self.sns = sns  # notices of refused and given-up files (settings.topic_arn); None: logged only
+        self.logger = logger
         self.metrics = metrics
         self.clock = clock
 
@@ -267,7 +268,6 @@ class BatchTrigger:
         self.logger.info("Empty object skipped; status record written", extra=_log(obj, kind=EMPTY))
         self.metrics.add_metric(name="FilesEmpty", unit="Count", value=1)
 
-    # --- one group → (at most) one new job -------------------------------------------------------------------------
     # --- the last try before the dead-letter queue, and notices ------------------------------------------------------
 
     def _give_up_last_tries(
@@ -319,6 +319,7 @@ class BatchTrigger:
             except ClientError:
                 self.logger.exception("Could not publish the notice", extra={"kind": kind, "files": len(files)})
 
+    # --- one group → (at most) one new job -------------------------------------------------------------------------
 
     def _process_group(self, group: list[S3Object], ctx: _Attempt, result: BatchResult) -> None:
         resumes: dict[str, list[S3Object]] = defaultdict(list)
@@ -372,6 +373,11 @@ class BatchTrigger:
         if not claimed:
             return None
         try:
+            # The versions sidecar first: a job whose manifest exists always has it (the manifest marks resumes).
+            sidecar_key, sidecar = versions_sidecar(self.settings, name, claimed)
+            self.s3.put_object(
+                Bucket=self.settings.bucket, Key=sidecar_key, Body=sidecar, ContentType="application/json"
+            )
             self.s3.put_object(
                 Bucket=self.settings.bucket,
                 Key=manifest_key(self.settings, name),

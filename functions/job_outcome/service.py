@@ -1,24 +1,67 @@
 """The job-outcome function's work for one "SageMaker Transform Job State Change" event (clients injected).
 
-For every input file of the job (read from its manifest): a status record (``output/<rel>.status.json`` when its
-``.out`` exists, ``errors/<rel>.status.json`` with SageMaker's reason otherwise) and, when any file failed, one
-notice on the SNS topic. Re-delivered events rewrite the same records: the function is idempotent.
+A job writes under its own folder (``output/_jobs/<job>/``, its ``S3OutputPath``): nothing there can be an earlier
+run's. For every input file of the job (read from its manifest) this function
+
+1. matches what the job produced to the file, whichever naming SageMaker used (:func:`logic.match_outputs`);
+2. reads the input's current version: a file overwritten while its job ran (the versions sidecar names the version
+   the job was started for) ends ``Superseded`` under ``errors/``, and this job's result is not published;
+3. copies the file's output to the one documented place, ``output/<rel>.out`` (SSE-KMS with the stack key, as the
+   job wrote it), then writes the status record beside it, or under ``errors/`` with the reason; the other kind of
+   record and, on failure, an earlier run's ``.out`` are removed (noncurrent versions stay, on the versioned bucket),
+   so an earlier success is never reported for a new job.
+
+Each file is handled on its own: an exception for one (a key too long, an S3 error) ends as that file's failure
+status and the others go on. When any file failed one notice goes to the SNS topic, listing also the files whose
+status record could not be written. Re-delivered events rewrite the same records: the function is idempotent.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from zstc_contract.jobs import COMPLETED, TERMINAL_JOB_STATES, is_stack_job
-from zstc_contract.layout import input_key, output_key
+from zstc_contract.layout import (
+    JOBS_FOLDER,
+    MAX_KEY_BYTES,
+    input_key,
+    is_job_output_key,
+    key_bytes,
+    key_prefix,
+    long_key_status_key,
+    output_key,
+    status_key,
+    versions_key,
+)
 from zstc_contract.manifest import decode_manifest
 from zstc_contract.settings import OutcomeSettings
-from zstc_contract.status import put_status_record
+from zstc_contract.status import SUCCEEDED, SUPERSEDED, StatusRecord, put_status_record
 from zstc_contract.uri import split_uri
+from zstc_contract.versions import EntryVersion, decode_versions
 
-from .logic import FileOutcome, JobEvent, count_records, failure_notice, manifest_uri, status_record
+from .logic import (
+    FileOutcome,
+    JobEvent,
+    OutputMatch,
+    ambiguous_reason,
+    candidate_keys,
+    count_records,
+    failure_notice,
+    is_superseded,
+    job_output_uri,
+    manifest_uri,
+    match_outputs,
+    status_record,
+)
+
+NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 class OutcomeRecorder:
@@ -41,32 +84,36 @@ class OutcomeRecorder:
         )
         bucket, key = split_uri(manifest_uri(self.settings, job))
         entries = decode_manifest(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()).entries
+        versions = self._versions(job)
+        job_prefix = self._job_prefix(job)
+        produced = self._produced(job_prefix, entries)  # an S3 error here fails the event: EventBridge retries it
+        matches = match_outputs(entries, produced, job_prefix=job_prefix, input_prefix=self.settings.input_prefix)
 
-        outcomes = [self._file_outcome(relative) for relative in entries]
-        for outcome in outcomes:
-            status_key, record = status_record(self.settings, job, outcome)
-            put_status_record(self.s3, self.settings.bucket, status_key, record)
-            object_key = input_key(self.settings.input_prefix, outcome.relative)
-            if outcome.succeeded:
-                self.logger.info("File succeeded", extra={"object_key": object_key, "job_name": job.name})
-            else:
-                self.logger.warning(
-                    "File failed",
-                    extra={"object_key": object_key, "job_name": job.name, "reason": record.reason},
-                )
-        failed = [o for o in outcomes if not o.succeeded]
-        self.metrics.add_metric(name="FilesSucceeded", unit="Count", value=len(outcomes) - len(failed))
+        outcomes: list[FileOutcome] = []
+        unwritten: list[str] = []
+        for relative in entries:
+            outcome = self._outcome_or_failure(job, relative, matches[relative], versions.get(relative), job_prefix)
+            outcomes.append(outcome)
+            if not self._record(job, outcome):
+                unwritten.append(relative)
+
+        failed = [o for o in outcomes if not o.succeeded and not o.superseded]
+        superseded = [o for o in outcomes if o.superseded]
+        self.metrics.add_metric(
+            name="FilesSucceeded", unit="Count", value=len(outcomes) - len(failed) - len(superseded)
+        )
         self.metrics.add_metric(name="FilesFailed", unit="Count", value=len(failed))
+        self.metrics.add_metric(name="FilesSuperseded", unit="Count", value=len(superseded))
+        self.metrics.add_metric(name="StatusRecordsNotWritten", unit="Count", value=len(unwritten))
         records = sum(o.records or 0 for o in outcomes)
         record_errors = sum(o.record_errors or 0 for o in outcomes)
         self.metrics.add_metric(name="RecordsProcessed", unit="Count", value=records)
         self.metrics.add_metric(name="RecordErrors", unit="Count", value=record_errors)
         if job.status == COMPLETED and failed:
             self.metrics.add_metric(name="OutputsMissing", unit="Count", value=len(failed))
-        if failed:
-            self.sns.publish(
-                TopicArn=self.settings.topic_arn, **failure_notice(self.settings, job, failed, len(outcomes))
-            )
+        if failed or unwritten:
+            notice = failure_notice(self.settings, job, failed, len(outcomes), unwritten=unwritten)
+            self.sns.publish(TopicArn=self.settings.topic_arn, **notice)  # an error here: the event is retried
         self.logger.info(
             "Job outcome recorded",
             extra={
@@ -75,27 +122,188 @@ class OutcomeRecorder:
                 "instance_type": job.instance_type,
                 "files": len(outcomes),
                 "files_failed": len(failed),
+                "files_superseded": len(superseded),
+                "status_records_not_written": len(unwritten),
+                "output_namings": sorted({o.naming for o in outcomes if o.naming}),
                 "records": records,
                 "record_errors": record_errors,
             },
         )
-        return {"job_name": job.name, "files": len(outcomes), "files_failed": len(failed), "records": records}
+        return {
+            "job_name": job.name,
+            "files": len(outcomes),
+            "files_failed": len(failed),
+            "files_superseded": len(superseded),
+            "status_records_not_written": unwritten,
+            "records": records,
+        }
 
-    def _file_outcome(self, relative: str) -> FileOutcome:
-        key = output_key(self.settings.output_prefix, relative)
+    # --- the job ---------------------------------------------------------------------------------------------------
+
+    def _versions(self, job: JobEvent) -> dict[str, EntryVersion]:
+        """The versions sidecar of the job's manifest ({} for jobs started before it existed, or unreadable)."""
+        key = versions_key(self.settings.manifest_prefix, job.name)
+        try:
+            return decode_versions(self.s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"].read())
+        except ClientError as error:
+            if _code(error) not in NOT_FOUND:
+                self.logger.warning(
+                    "Could not read the versions sidecar", extra={"key": key, "error_code": _code(error)}
+                )
+        except ValueError:
+            self.logger.warning("The versions sidecar is not one", extra={"key": key})
+        return {}
+
+    def _job_prefix(self, job: JobEvent) -> str:
+        return key_prefix(split_uri(job_output_uri(self.settings, job))[1])
+
+    def _produced(self, job_prefix: str, entries: tuple[str, ...]) -> set[str]:
+        """The keys the job wrote: its whole folder; for a job of an earlier version (``S3OutputPath`` the shared
+        output prefix, which also holds every other run's outputs) only the candidate names of its entries."""
+        if is_job_output_key(job_prefix, self.settings.output_prefix):
+            return set(self._list(job_prefix))
+        found: set[str] = set()
+        for relative in entries:
+            for key in set(candidate_keys(job_prefix, relative, self.settings.input_prefix).values()):
+                if key in self._list(key, limit=1):
+                    found.add(key)
+        return found
+
+    def _list(self, prefix: str, limit: int | None = None) -> list[str]:
+        request: dict[str, Any] = {"Bucket": self.settings.bucket, "Prefix": prefix}
+        if limit is not None:
+            request["PaginationConfig"] = {"MaxItems": limit}
+        pages = self.s3.get_paginator("list_objects_v2").paginate(**request)
+        return [str(item["Key"]) for page in pages for item in page.get("Contents", [])]
+
+    # --- one file --------------------------------------------------------------------------------------------------
+
+    def _outcome_or_failure(
+        self, job: JobEvent, relative: str, match: OutputMatch, version: EntryVersion | None, job_prefix: str
+    ) -> FileOutcome:
+        version_id = version.version_id if version else None
+        try:
+            return self._file_outcome(job, relative, match, version_id, job_prefix)
+        except Exception as error:
+            self.logger.exception(
+                "Could not record the file's outcome", extra={"job_name": job.name, "relative_key": relative[:256]}
+            )
+            problem = (
+                f"The job-outcome function could not publish this file's result ({type(error).__name__}: "
+                f"{str(error)[:300]}). Upload the file again; if it fails the same way, report it to the maintainers."
+            )
+            return FileOutcome(relative, False, match.key is not None, version_id=version_id, problem=problem)
+
+    def _file_outcome(
+        self, job: JobEvent, relative: str, match: OutputMatch, version_id: str | None, job_prefix: str
+    ) -> FileOutcome:
+        bucket = self.settings.bucket
+        canonical = output_key(self.settings.output_prefix, relative)
+        seed = FileOutcome(
+            relative, False, match.key is not None, naming=match.naming, job_output=match.key, version_id=version_id
+        )
+        if key_bytes(canonical) > MAX_KEY_BYTES:
+            return replace(
+                seed, problem=f"The file's key is too long for its output key (S3 allows {MAX_KEY_BYTES} bytes)."
+            )
+        if is_job_output_key(canonical, self.settings.output_prefix):
+            reserved = input_key(self.settings.input_prefix, JOBS_FOLDER)
+            problem = (
+                f"Input keys under {reserved} are reserved: their outputs would land in the transform jobs' own "
+                "folders. Move the file and upload it again."
+            )
+            return replace(seed, problem=problem)
+        current = self._current_version(input_key(self.settings.input_prefix, relative)) if version_id else None
+        seed = replace(seed, current_version_id=current)
+        if is_superseded(version_id, current):
+            return replace(seed, superseded=True)
+        if match.ambiguous_with:
+            return replace(seed, output_found=False, problem=ambiguous_reason(match, job_prefix))
+        if match.key is None:  # SageMaker uploads an object's output only when the whole object succeeded
+            return seed
+        head = self.s3.head_object(Bucket=bucket, Key=match.key)
+        if match.key != canonical:
+            self._copy(match.key, canonical, head)
+        if int(head.get("ContentLength", 0)) > self.settings.count_records_max_bytes:
+            return replace(seed, succeeded=True)
+        records, errors = count_records(self.s3.get_object(Bucket=bucket, Key=match.key)["Body"].iter_lines())
+        return replace(seed, succeeded=True, records=records, record_errors=errors)
+
+    def _current_version(self, key: str) -> str | None:
+        """The input's current VersionId (None: deleted, or an unversioned bucket)."""
         try:
             head = self.s3.head_object(Bucket=self.settings.bucket, Key=key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                # SageMaker uploads an object's output only when the whole object succeeded.
-                return FileOutcome(relative, succeeded=False, output_found=False)
+            if _code(error) in NOT_FOUND:
+                return None
             raise
-        size = int(head.get("ContentLength", 0))
-        if size > self.settings.count_records_max_bytes:
-            return FileOutcome(relative, succeeded=True, output_found=True)
-        body = self.s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"]
-        records, errors = count_records(body.iter_lines())
-        return FileOutcome(relative, succeeded=True, output_found=True, records=records, record_errors=errors)
+        version = head.get("VersionId")
+        return str(version) if version and version != "null" else None
+
+    def _copy(self, source: str, target: str, head: dict[str, Any]) -> None:
+        """Server-side copy (multipart past 5 GB), encrypted as SageMaker wrote it: SSE-KMS with the stack key."""
+        extra: dict[str, str] = {}
+        if head.get("ServerSideEncryption") == "aws:kms":
+            extra["ServerSideEncryption"] = "aws:kms"
+            if head.get("SSEKMSKeyId"):
+                extra["SSEKMSKeyId"] = str(head["SSEKMSKeyId"])
+        self.s3.copy({"Bucket": self.settings.bucket, "Key": source}, self.settings.bucket, target, ExtraArgs=extra)
+
+    def _record(self, job: JobEvent, outcome: FileOutcome) -> bool:
+        """Write the file's status record (and clear the other place); False when it could not be written."""
+        object_key = input_key(self.settings.input_prefix, outcome.relative)
+        log = {"object_key": object_key[:256], "job_name": job.name}
+        try:
+            key, record = status_record(self.settings, job, outcome)
+            if key_bytes(key) > MAX_KEY_BYTES:  # the file's own name is too long for one: a fixed-length one
+                key = long_key_status_key(self.settings.errors_prefix, object_key)
+            if outcome.superseded:
+                # Nothing of the canonical place is removed: it is the newer version's, or becomes it.
+                if self._newer_result_published(outcome):
+                    self.logger.info("File superseded: its newer version's result is already published", extra=log)
+                    return True
+                put_status_record(self.s3, self.settings.bucket, key, record)
+            else:
+                put_status_record(self.s3, self.settings.bucket, key, record)
+                self._clear_other_place(outcome, record)
+        except Exception:
+            self.logger.exception("Could not write the file's status record", extra=log)
+            return False
+        if record.state == SUCCEEDED:
+            self.logger.info("File succeeded", extra={**log, "output_naming": outcome.naming})
+        elif record.state == SUPERSEDED:
+            self.logger.warning("File superseded", extra={**log, "reason": record.reason})
+        else:
+            self.logger.warning("File failed", extra={**log, "reason": record.reason})
+        return True
+
+    def _newer_result_published(self, outcome: FileOutcome) -> bool:
+        """Whether a status record of the input's current version is in place (its own job finished first)."""
+        for prefix in (self.settings.output_prefix, self.settings.errors_prefix):
+            try:
+                body = self.s3.get_object(Bucket=self.settings.bucket, Key=status_key(prefix, outcome.relative))
+                if StatusRecord.decode(body["Body"].read()).version_id == outcome.current_version_id:
+                    return True
+            except ClientError as error:
+                if _code(error) not in NOT_FOUND:
+                    raise
+            except ValueError:
+                continue
+        return False
+
+    def _clear_other_place(self, outcome: FileOutcome, record: StatusRecord) -> None:
+        """One place per input: a success removes an earlier failure's record; anything else removes an earlier
+        run's ``.out`` and success record, which would otherwise be read as this job's result."""
+        relative = outcome.relative
+        if record.state == SUCCEEDED:
+            stale = [status_key(self.settings.errors_prefix, relative)]
+        else:
+            stale = [
+                output_key(self.settings.output_prefix, relative),
+                status_key(self.settings.output_prefix, relative),
+            ]
+        for key in stale:
+            self.s3.delete_object(Bucket=self.settings.bucket, Key=key)
 
 
 # The old name, until handler.py (rewritten by another change) imports OutcomeRecorder.

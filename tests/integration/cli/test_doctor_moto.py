@@ -338,8 +338,10 @@ def test_the_smoke_file_reaches_its_status_record_and_the_output_naming_is_repor
     bucket = pipeline.resources.bucket
     outputs = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="output/").get("Contents", [])]
     produced = [key for key in outputs if "doctor-smoke" in key and key.endswith(".out")]
-    assert len(produced) == 1
-    assert f"s3://{bucket}/{produced[0]}" in result.text
+    in_job_folder = [key for key in produced if key.startswith("output/_jobs/")]
+    assert len(in_job_folder) == 1 and len(produced) == 2  # what the job wrote, and its published copy
+    assert f"s3://{bucket}/{in_job_folder[0]}" in result.text
+    assert f"published as s3://{bucket}/{next(k for k in produced if k not in in_job_folder)}" in result.text
     # and the batch quota row was found from the smoke job itself (no trigger function in the local stack)
     assert "quota: batch ml." in result.text
     stubber.assert_no_pending_responses()

@@ -225,7 +225,7 @@ def test_manifest_lists_keys_relative_to_the_input_prefix() -> None:
     # When the manifest is written and read back
     manifest = decode_manifest(manifest_body(settings_, objects))
     prefix, entries = manifest.prefix, list(manifest.entries)
-    # Then prefix + entry is each exact key, so SageMaker writes output/<entry>.out
+    # Then prefix + entry is each exact key (which SageMaker names each output after)
     assert prefix == "s3://data-bucket/input/"
     assert [prefix + e for e in entries] == [f"s3://data-bucket/{o.key}" for o in objects]
 
@@ -239,7 +239,8 @@ def test_request_keeps_the_line_for_line_contract() -> None:
         "S3DataType": "ManifestFile",
         "S3Uri": "s3://data-bucket/manifests/x.json",
     }
-    assert request["TransformOutput"]["S3OutputPath"] == "s3://data-bucket/output/"
+    # each job writes in its own folder (the job-outcome function publishes output/<entry>.out from there)
+    assert request["TransformOutput"]["S3OutputPath"] == "s3://data-bucket/output/_jobs/zeroshot-batch-x/"
     assert request["DataProcessing"]["JoinSource"] == "None"
     assert request["ModelClientConfig"] == {"InvocationsTimeoutInSeconds": 3600, "InvocationsMaxRetries": 1}
     assert request["MaxPayloadInMB"] * request["MaxConcurrentTransforms"] <= 100
