@@ -25,6 +25,7 @@ from zstc.inputs import Options, PreparedInput
 from zstc.jobs import job_inputs, read_status
 from zstc.stack import StackOutputs, client
 from zstc_contract.jobs import COMPLETED, FAILED_JOB_STATES
+from zstc_contract.status import StatusRecord
 from zstc_contract.uri import s3_uri, split_uri
 
 STATE_VERSION = 1
@@ -201,15 +202,23 @@ class Watcher:
                 return False
             raise
 
+    def _ours(self, record: StatusRecord | None) -> bool:
+        """Whether a status record answers this upload: it names our input version (records without one, or an
+        upload whose version is unknown, are taken as ours: unversioned buckets and older stacks)."""
+        mine = self.state.version_id
+        return mine is None or record is None or record.version_id in (None, mine)
+
     def poll(self) -> tuple[Progress, str | None]:
         """One look. Returns the progress and, when ready, the output's key. Raises JobFailedError on failure."""
         state = self.state
         output_key = self.stack.output_key(state.key)
-        _, failure_key = self.stack.status_keys(state.key)
-        if self._exists(output_key):
+        success_key, failure_key = self.stack.status_keys(state.key)
+        # A record of an earlier upload of the same key (another version) is not this upload's answer: wait on.
+        if self._exists(output_key) and self._ours(read_status(self.s3, self.stack.bucket, success_key)):
             return Progress(stage="outputs ready", job_name=state.job_name, job_state=COMPLETED), output_key
-        if self._exists(failure_key):
-            record = read_status(self.s3, self.stack.bucket, failure_key)
+        failed = self._exists(failure_key)
+        record = read_status(self.s3, self.stack.bucket, failure_key) if failed else None
+        if failed and self._ours(record):
             reason = (record.reason if record else None) or "the status record gives no reason"
             job = (record.job_name if record else None) or state.job_name or "?"
             raise JobFailedError(
