@@ -30,9 +30,9 @@ def default_client(name: str, config: Config) -> Any:
 class FunctionRuntime:
     """A batch function's Lambda handler: its settings, Powertools logger and metrics, clients, and its work.
 
-    A function subclasses it with ``service_name``, ``client_config``, ``make_logger`` / ``make_metrics``
-    (Powertools' ``Logger`` / ``Metrics``), :meth:`configure` (read the settings; a bad variable raises, naming it)
-    and :meth:`process` (one invocation). ``clients`` makes the boto3 clients (default: ``boto3.client``);
+    A function subclasses it as ``class F(FunctionRuntime, service=..., max_attempts=..., powertools=(Logger,
+    Metrics))`` and defines :meth:`configure` (read the settings; a bad variable raises, naming it) and
+    :meth:`process` (one invocation). ``clients`` makes the boto3 clients (default: ``boto3.client``);
     ``logger`` / ``metrics`` replace the Powertools ones (e.g. to write elsewhere than stdout). The service name is
     the environment's ``POWERTOOLS_SERVICE_NAME``, else ``service_name``.
     """
@@ -41,6 +41,19 @@ class FunctionRuntime:
     client_config: Config
     make_logger: Callable[..., Any]
     make_metrics: Callable[..., Any]
+
+    def __init_subclass__(
+        cls,
+        *,
+        service: str,
+        max_attempts: int,
+        powertools: tuple[Callable[..., Any], Callable[..., Any]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.service_name = service
+        cls.client_config = Config(retries={"mode": "standard", "max_attempts": max_attempts})
+        cls.make_logger, cls.make_metrics = powertools
 
     def __init__(
         self, env: Mapping[str, str], clients: ClientFactory | None = None, *, logger: Any = None, metrics: Any = None

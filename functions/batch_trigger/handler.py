@@ -17,22 +17,16 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from botocore.config import Config
 
 from zstc_contract.function import FunctionRuntime, lazy_handler
 from zstc_contract.settings import TriggerSettings
 
 from .service import BatchTrigger, Message, delay_deferred
 
-SERVICE = "batch-trigger"
 
-
-class TriggerFunction(FunctionRuntime):
+class TriggerFunction(FunctionRuntime, service="batch-trigger", max_attempts=3, powertools=(Logger, Metrics)):
     """The trigger's Lambda handler (see :class:`zstc_contract.function.FunctionRuntime`)."""
 
-    service_name = SERVICE
-    client_config = Config(retries={"mode": "standard", "max_attempts": 3})
-    make_logger, make_metrics = Logger, Metrics
     settings: TriggerSettings
 
     def configure(self, env: Mapping[str, str]) -> None:

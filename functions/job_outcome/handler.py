@@ -11,22 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from botocore.config import Config
 
 from zstc_contract.function import FunctionRuntime, lazy_handler
 from zstc_contract.settings import OutcomeSettings
 
 from .service import JobOutcome
 
-SERVICE = "job-outcome"
 
-
-class OutcomeFunction(FunctionRuntime):
+class OutcomeFunction(FunctionRuntime, service="job-outcome", max_attempts=5, powertools=(Logger, Metrics)):
     """The job-outcome function's Lambda handler (see :class:`zstc_contract.function.FunctionRuntime`)."""
 
-    service_name = SERVICE
-    client_config = Config(retries={"mode": "standard", "max_attempts": 5})
-    make_logger, make_metrics = Logger, Metrics
     settings: OutcomeSettings
 
     def configure(self, env: Mapping[str, str]) -> None:
