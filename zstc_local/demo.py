@@ -74,7 +74,7 @@ def run_demo(
                 stack = find_stack(aws, DEMO_STACK)  # the same discovery as against AWS
                 err.print(
                     f"[green]✓[/] moto server at {pipeline.endpoint_url}: bucket, queue + DLQ, claims table, topic, "
-                    "model; S3 → SQS notification on input/*.jsonl"
+                    f"model; S3 → SQS notification on {stack.input_prefix}* (every key: other suffixes get a status)"
                 )
                 state = new_state(stack, prepared, options)
                 state_file = workdir / "submit-state.json"
