@@ -140,8 +140,13 @@ class OutcomeFunction(BatchFunction):
     def _grant(self, bucket: s3.IBucket, key: kms.IKey) -> None:
         allow = self.allow
         allow("UseStackKey", ["kms:Decrypt", "kms:GenerateDataKey*"], [key.key_arn])
-        # HeadObject on a missing output answers 404 (not 403) only with ListBucket.
-        allow("ListOutputs", ["s3:ListBucket"], [bucket.bucket_arn], StringLike={"s3:prefix": [f"{PREFIXES.output}*"]})
+        # HeadObject on a missing output (or a deleted input) answers 404, not 403, only with ListBucket.
+        allow(
+            "ListOutputsAndInputs",
+            ["s3:ListBucket"],
+            [bucket.bucket_arn],
+            StringLike={"s3:prefix": [f"{PREFIXES.output}*", f"{PREFIXES.input}*"]},
+        )
         allow(
             "ReadManifestsAndOutputs",
             ["s3:GetObject"],
