@@ -25,7 +25,7 @@ from stacks.batch_queue import allow_service_to_use_key, dead_letters, encrypted
 from stacks.checks import acknowledge, logical_id
 from stacks.lambda_function import BatchFunction, FunctionBuilder
 from stacks.storage import PREFIXES
-from zstc_contract.layout import OUTPUT_SUFFIX
+from zstc_contract.layout import OUTPUT_SUFFIX, STATUS_SUFFIX
 
 OUTCOME_TIMEOUT: Final = Duration.seconds(OUTCOME_TIMEOUT_SECONDS)
 EVENT_RETRIES: Final = 8
@@ -104,9 +104,9 @@ class OutcomeFunction(BatchFunction):
                     "version (HeadObject) to tell a file overwritten while its job ran: input/ only, no listing.",
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*{OUTPUT_SUFFIX}]": "Publishes (copies)"
                     " each file's output to output/<file>.out and removes an earlier run's: only *.out under output/.",
-                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*.status.json]": "Writes one status "
+                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*{STATUS_SUFFIX}]": "Writes one status "
                     "record per input file, named after it: only *.status.json under output/.",
-                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*.status.json]": "Writes one status "
+                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*{STATUS_SUFFIX}]": "Writes one status "
                     "record per failed input file: only *.status.json under errors/.",
                     "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "GenerateDataKey variants on the stack key "
                     "only, for SSE-KMS status records and the encrypted topic.",
@@ -159,8 +159,8 @@ class OutcomeFunction(BatchFunction):
             "WriteStatusRecords",
             ["s3:PutObject", "s3:DeleteObject"],
             [
-                bucket.arn_for_objects(f"{PREFIXES.output}*.status.json"),
-                bucket.arn_for_objects(f"{PREFIXES.errors}*.status.json"),
+                bucket.arn_for_objects(f"{PREFIXES.output}*{STATUS_SUFFIX}"),
+                bucket.arn_for_objects(f"{PREFIXES.errors}*{STATUS_SUFFIX}"),
             ],
         )
         allow(

@@ -31,6 +31,7 @@ from stacks.config import has_nvme_storage
 from stacks.lambda_function import BatchFunction, FunctionBuilder
 from stacks.model import SageMakerModel
 from stacks.storage import PREFIXES
+from zstc_contract.layout import STATUS_SUFFIX
 
 TRIGGER_TIMEOUT: Final = Duration.seconds(TRIGGER_TIMEOUT_SECONDS)
 TRIGGER_MAX_CONCURRENCY: Final = 2  # the job cap is counted per invocation: few concurrent invocations keep it tight
@@ -139,7 +140,7 @@ class TriggerFunction(BatchFunction):
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.input}*]": "Confirms each input file "
                     "(HeadObject, any key under input/) and reads the first 256 KB of a job's files to size its "
                     "mini-batches: read only, input/ only.",
-                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*.status.json]": "Status records of "
+                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*{STATUS_SUFFIX}]": "Status records of "
                     "files refused before any job (empty, unsupported, keys too long, given up), one per input key: "
                     "only *.status.json under errors/.",
                     f"AwsSolutions-IAM5[Resource::{job_arns}]": "Job names are derived at run time from the files "
@@ -195,7 +196,7 @@ class TriggerFunction(BatchFunction):
         allow(
             "SampleInputFiles", ["s3:GetObject", "s3:GetObjectVersion"], [bucket.arn_for_objects(f"{PREFIXES.input}*")]
         )
-        allow("WriteEmptyFileStatus", ["s3:PutObject"], [bucket.arn_for_objects(f"{PREFIXES.errors}*.status.json")])
+        allow("WriteEmptyFileStatus", ["s3:PutObject"], [bucket.arn_for_objects(f"{PREFIXES.errors}*{STATUS_SUFFIX}")])
         # Only with this stack's batch models, on the configured instance types.
         allow(
             "StartThisStacksTransformJobs",

@@ -10,6 +10,7 @@ from constructs import Construct
 
 from stacks.checks import INLINE_POLICY_REASON, acknowledge, logical_id, nag_arn
 from stacks.storage import PREFIXES
+from zstc_contract.uri import split_uri
 
 
 class SageMakerExecutionRole(Construct):
@@ -50,12 +51,12 @@ class SageMakerExecutionRole(Construct):
         if external_model_url is not None:
             # model_source=s3: read exactly the user's model.tar.gz (its bucket's KMS key, if any, is the user's to
             # grant, see docs/model-sources.md).
-            bucket_and_key = external_model_url.removeprefix("s3://")
+            model_bucket, model_key = split_uri(external_model_url)
             self.role.add_to_policy(
                 iam.PolicyStatement(
                     sid="ReadExternalModel",
                     actions=["s3:GetObject"],
-                    resources=[f"arn:{stack.partition}:s3:::{bucket_and_key}"],
+                    resources=[f"arn:{stack.partition}:s3:::{model_bucket}/{model_key}"],
                 )
             )
 
