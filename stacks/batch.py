@@ -28,11 +28,12 @@ from stacks.batch_environment import (
     TargetDecision,
     max_receive_count,
     outcome_environment,
+    queue_visibility_seconds,
     trigger_environment,
 )
 from stacks.batch_outcome import FailureTopic, OutcomeFunction
 from stacks.batch_queue import BatchQueue
-from stacks.batch_trigger import TRIGGER_TIMEOUT, BatchTarget, ClaimsTable, TriggerFunction, job_name_prefix
+from stacks.batch_trigger import BatchTarget, ClaimsTable, TriggerFunction, job_name_prefix
 from stacks.config import Settings
 from stacks.lambda_function import FunctionBuilder
 from stacks.network import Network
@@ -90,7 +91,7 @@ class BatchPipeline(Construct):
             self,
             key=key,
             bucket=bucket,
-            visibility=Duration.seconds(6 * TRIGGER_TIMEOUT.to_seconds() + window),
+            visibility=Duration.seconds(queue_visibility_seconds(settings)),
             max_receive_count=self.max_receive_count,
             removal=removal,
         )

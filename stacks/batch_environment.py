@@ -63,6 +63,12 @@ def _common(settings: Settings, resources: BatchResources, service: str) -> dict
     }
 
 
+def queue_visibility_seconds(settings: Settings) -> int:
+    """The batch queue's visibility timeout: 6 × the trigger's timeout + the batching window (the one derivation:
+    the stack's queue and the emulated one read it)."""
+    return 6 * TRIGGER_TIMEOUT_SECONDS + settings.batch_window_seconds
+
+
 def max_receive_count(settings: Settings) -> int:
     """The queue's ``maxReceiveCount``: enough receives for ``batch_patience_hours`` of deferrals (the one
     derivation: the queue's redrive policy and the trigger's ``MAX_RECEIVE_COUNT`` both read it)."""

@@ -22,11 +22,11 @@ from typing import Any
 
 from stacks.batch import job_name_prefix
 from stacks.batch_environment import (
-    TRIGGER_TIMEOUT_SECONDS,
     BatchResources,
     TargetDecision,
     max_receive_count,  # re-exported: the DLQ's maxReceiveCount, derived once (also in the trigger's environment)
     outcome_environment,
+    queue_visibility_seconds,  # re-exported: the queue's visibility timeout, derived once
     trigger_environment,
 )
 from stacks.batch_queue import NOTIFICATION_KEY_FILTER
@@ -43,11 +43,6 @@ def stack_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """The stack's settings as ``cdk deploy`` reads them: cdk.json's context, then ``overrides`` (like ``-c k=v``)."""
     context = json.loads((REPO / "cdk.json").read_text(encoding="utf-8"))["context"]
     return Settings.from_context({**context, **(overrides or {})})
-
-
-def queue_visibility_seconds(settings: Settings) -> int:
-    """The queue's visibility timeout as stacks/batch.py declares it (6 × the trigger's timeout + the window)."""
-    return 6 * TRIGGER_TIMEOUT_SECONDS + settings.batch_window_seconds
 
 
 def notification_filter_rules() -> list[dict[str, str]]:
