@@ -4,6 +4,12 @@
 ``output/a/b.jsonl.status.json`` on success or ``errors/a/b.jsonl.status.json`` otherwise; job ``J``'s manifest is
 ``manifests/J.json`` and the input versions it was started for ``manifests/J.versions.json``.
 
+A job whose files hold a record larger than a transform's payload limit reads its files from a snapshot instead:
+``manifests/_staged/J/a/b.jsonl`` (:func:`staged_prefix`), each file as the trigger read it with every oversized
+record replaced by a one-line rejection the handler answers with an error record; its manifest's prefix is that
+folder. What the trigger learnt from reading a file is kept under ``manifests/_scans/`` (:func:`scan_key`), so a
+retry never reads it again.
+
 Job ``J`` writes under its own folder ``output/_jobs/J/`` (its ``S3OutputPath``): SageMaker's output names for
 ``ManifestFile`` input are not documented (:data:`OUTPUT_NAMINGS`: the entry, its base name or the full key, each
 followed by ``.out``), and SageMaker never deletes an older ``.out``. The job-outcome function matches what the job
@@ -48,6 +54,10 @@ MAX_KEY_BYTES: Final = 1024  # S3's limit on a key (UTF-8)
 # Under the errors prefix: status records of inputs whose derived keys would pass MAX_KEY_BYTES, named
 # ``<errors prefix>_long-keys/<sha256 of the input key>.status.json`` (long_key_status_key).
 LONG_KEYS_FOLDER: Final = "_long-keys/"
+STAGED_FOLDER: Final = "_staged/"  # under the manifests prefix: one folder per job that reads re-staged files
+SCANS_FOLDER: Final = "_scans/"  # under the manifests prefix: one small record per object version read
+# Folders under the input prefix that are not inputs: their outputs or status would land in the stack's own folders.
+RESERVED_INPUT_FOLDERS: Final = (JOBS_FOLDER,)
 
 
 def key_prefix(value: str) -> str:
@@ -81,13 +91,21 @@ def manifest_key(manifest_prefix: str, job_name: str) -> str:
 
 
 def derived_keys(
-    *, input_prefix: str, output_prefix: str, errors_prefix: str, relative: str, job_name: str
+    *,
+    input_prefix: str,
+    output_prefix: str,
+    errors_prefix: str,
+    manifest_prefix: str,
+    relative: str,
+    job_name: str,
 ) -> tuple[str, ...]:
-    """Every key the batch path derives from an input's relative key: its output, both places of its status record
-    and each name SageMaker may give its output in job ``job_name``'s folder (a name as long as the stack's job names
-    will do). A key added to the layout is added here too: the trigger refuses inputs whose longest one is too long."""
+    """Every key the batch path derives from an input's relative key: its re-staged copy, its output, both places of
+    its status record and each name SageMaker may give its output in job ``job_name``'s folder (a name as long as
+    the stack's job names will do). A key added to the layout is added here too: the trigger refuses inputs whose
+    longest one is too long."""
     job_folder = job_output_prefix(output_prefix, job_name)
     return (
+        staged_prefix(manifest_prefix, job_name) + relative,
         output_key(output_prefix, relative),
         status_key(output_prefix, relative),
         status_key(errors_prefix, relative),
@@ -126,3 +144,20 @@ def is_job_output_key(key: str, output_prefix: str) -> bool:
 def output_names(relative: str, input_prefix: str) -> dict[str, str]:
     """The name each of :data:`OUTPUT_NAMINGS` gives the entry ``relative`` (before ``.out``)."""
     return {RELATIVE_KEY: relative, FULL_KEY: input_key(input_prefix, relative), BASE_NAME: relative.rsplit("/", 1)[-1]}
+
+
+def staged_prefix(manifest_prefix: str, job_name: str) -> str:
+    """The folder job ``job_name`` reads its files from when any of them had to be re-staged (the manifest's
+    prefix then): ``<manifest prefix>_staged/<job name>/``, each file under its relative key."""
+    return f"{manifest_prefix}{STAGED_FOLDER}{job_name}/"
+
+
+def scan_key(manifest_prefix: str, claim_id: str) -> str:
+    """Where the trigger keeps what it learnt reading one object version (``claim_id``): a fixed-length name."""
+    digest = hashlib.sha256(claim_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{manifest_prefix}{SCANS_FOLDER}{digest}.json"
+
+
+def reserved_input_folder(relative: str) -> str | None:
+    """The reserved folder (:data:`RESERVED_INPUT_FOLDERS`) an input's relative key lies in, or None."""
+    return next((folder for folder in RESERVED_INPUT_FOLDERS if relative.startswith(folder)), None)

@@ -28,6 +28,7 @@ from zstc_contract.layout import (
     key_bytes,
     long_key_status_key,
     relative_key,
+    reserved_input_folder,
     status_key,
     versions_key,
 )
@@ -160,6 +161,7 @@ def _ignore_reason(event_name: str, bucket: str, key: str, settings: TriggerSett
 
 LONG_KEY: Final = "long-key"
 NOT_SUPPORTED: Final = "not-supported"
+RESERVED: Final = "reserved"
 EMPTY: Final = "empty"
 GAVE_UP: Final = "gave-up"
 
@@ -168,7 +170,7 @@ GAVE_UP: Final = "gave-up"
 class Refusal:
     """Why a confirmed file gets no job, and where its status record goes."""
 
-    kind: str  # LONG_KEY | NOT_SUPPORTED
+    kind: str  # LONG_KEY | RESERVED | NOT_SUPPORTED
     status_key: str
     reason: str
 
@@ -183,7 +185,8 @@ def input_suffix(key: str) -> str:
 
 def refusal(obj: S3Object, settings: TriggerSettings) -> Refusal | None:
     """A file the trigger refuses, or None for work: a key whose longest derived key (output, status record) would
-    pass S3's 1,024 bytes (its status record goes under a hashed key), then any suffix but ``.jsonl``.
+    pass S3's 1,024 bytes (its status record goes under a hashed key), a key in a reserved folder
+    (:data:`zstc_contract.layout.RESERVED_INPUT_FOLDERS`), then any suffix but ``.jsonl``.
 
     The job-name argument only needs the stack's job-name length (``<prefix>-<24 hex digits>``): one check for all."""
     relative = relative_key(obj.key, settings.input_prefix)
@@ -193,6 +196,7 @@ def refusal(obj: S3Object, settings: TriggerSettings) -> Refusal | None:
             input_prefix=settings.input_prefix,
             output_prefix=settings.output_prefix,
             errors_prefix=settings.errors_prefix,
+            manifest_prefix=settings.manifest_prefix,
             relative=relative,
             job_name=f"{settings.job_name_prefix}-{'0' * DIGEST_CHARS}",  # as long as every job name of the stack
         )
@@ -204,6 +208,15 @@ def refusal(obj: S3Object, settings: TriggerSettings) -> Refusal | None:
             long_key_status_key(settings.errors_prefix, obj.key),
             f"The key is {key_bytes(obj.key)} bytes (UTF-8): its output or status record would be {longest} bytes, "
             f"past S3's {MAX_KEY_BYTES}-byte limit on keys. Upload the file under a key of at most {allowed} bytes.",
+        )
+    reserved = reserved_input_folder(relative)
+    if reserved is not None:
+        return Refusal(
+            RESERVED,
+            status_key(settings.errors_prefix, relative),
+            f"Keys under {settings.input_prefix}{reserved} are reserved (their output would land in the stack's own "
+            f"folder {settings.output_prefix}{reserved}): move the file out of {settings.input_prefix}{reserved} "
+            "and upload it again.",
         )
     if not obj.key.endswith(INPUT_SUFFIX):
         suffix = input_suffix(obj.key)
@@ -244,6 +257,7 @@ def refusal_notice(settings: TriggerSettings, kind: str, files: Sequence[tuple[s
     subject = {
         LONG_KEY: "Batch files refused: keys too long",
         NOT_SUPPORTED: "Batch files refused: not supported",
+        RESERVED: "Batch files refused: reserved folder",
         GAVE_UP: "Batch files given up: in the dead-letter queue",
     }.get(kind, f"Batch files refused: {kind}")[:100]
     body = {

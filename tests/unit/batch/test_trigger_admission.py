@@ -11,6 +11,7 @@ from functions.batch_trigger.logic import (
     GAVE_UP,
     LONG_KEY,
     NOT_SUPPORTED,
+    RESERVED,
     S3Object,
     gave_up_reason,
     input_suffix,
@@ -46,6 +47,7 @@ def longest_real_key(key: str) -> int:
         input_prefix=settings.input_prefix,
         output_prefix=settings.output_prefix,
         errors_prefix=settings.errors_prefix,
+        manifest_prefix=settings.manifest_prefix,
         relative=relative_key(key, settings.input_prefix),
         job_name=job_name(settings.job_name_prefix, [obj(key)]),
     )
@@ -111,6 +113,31 @@ def test_other_suffixes_are_not_supported_with_a_status_next_to_the_others(key: 
 def test_gzip_says_why() -> None:
     refused = refusal(obj("input/a.jsonl.gz"), make_settings())
     assert refused is not None and "gzip" in refused.reason
+
+
+def test_a_file_under_the_reserved_jobs_folder_is_refused_before_any_job() -> None:
+    # Given an input whose output would land inside the transform jobs' own folder (output/_jobs/...)
+    refused = refusal(obj("input/_jobs/x/data.jsonl"), make_settings())
+    # Then the trigger refuses it, with a status record next to the others and what to do
+    assert refused is not None and refused.kind == RESERVED
+    assert refused.status_key == "errors/_jobs/x/data.jsonl.status.json"
+    assert "input/_jobs/" in refused.reason and "move the file" in refused.reason
+    # while a folder that merely starts alike is work
+    assert refusal(obj("input/_jobsx/data.jsonl"), make_settings()) is None
+
+
+def test_the_staged_copy_of_a_file_counts_among_its_derived_keys() -> None:
+    settings = make_settings()
+    relative = "a/b.jsonl"
+    keys = derived_keys(
+        input_prefix=settings.input_prefix,
+        output_prefix=settings.output_prefix,
+        errors_prefix=settings.errors_prefix,
+        manifest_prefix=settings.manifest_prefix,
+        relative=relative,
+        job_name="zstc-j",
+    )
+    assert "manifests/_staged/zstc-j/a/b.jsonl" in keys
 
 
 def test_jsonl_under_the_limit_is_work() -> None:
