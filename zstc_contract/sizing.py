@@ -31,6 +31,14 @@ SAMPLE_FILES: Final = 16  # files sampled per job (the densest sets the job's ba
 CHARS_PER_TOKEN: Final = 4.0  # English text under BPE / SentencePiece vocabularies, roughly (an approximation)
 TEMPLATE_TOKENS: Final = 6  # "This example is {}." and the special tokens around the pair
 MB: Final = 1024 * 1024
+# SageMaker does not say whether MaxPayloadInMB's MB is 10^6 or 2^20 bytes: a record (with its newline) of at most
+# this many bytes per MB fits under either reading.
+RECORD_BYTES_PER_MB: Final = 1_000_000
+
+
+def record_limit_bytes(max_payload_mb: int) -> int:
+    """The largest record (line with its newline, bytes) a job of ``MaxPayloadInMB`` = ``max_payload_mb`` takes."""
+    return max_payload_mb * RECORD_BYTES_PER_MB
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ DEFAULT_TEMPLATE: Final = "This example is {}."
 # Longest hypothesis_template accepted (characters). SageMaker limits a model environment value to 1024 characters.
 MAX_TEMPLATE_CHARS: Final = 1024
 SUPPORTED_ARCHITECTURES_FILE: Final = "supported_architectures.json"
+# A record holding this key is one the batch trigger took out of its file before the transform (it was larger than
+# the job's payload limit): the handler answers it with {"id": ..., "error": <its value>} and runs nothing.
+REJECTED_RECORD_FIELD: Final = "zstc_rejected"
 
 
 def template_parts(template: str) -> tuple[str, str]:
