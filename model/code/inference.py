@@ -15,6 +15,8 @@ handler this one:
   (``{"inputs", "parameters"}``) or the SageMaker JumpStart one (``{"sequences", "candidate_labels", "multi_class"}``);
 - answers every record, in order: a result, or ``{"error": ...}`` saying what is wrong and how to fix it, so one bad
   line (or one record the model fails on) never fails the request, nor the batch transform file;
+- answers a record holding ``REJECTED_RECORD_FIELD`` (``zstc_rejected``: a line the batch trigger took out of its
+  file because it was larger than the job's payload limit) with ``{"id"?, "error": <its message>}``, running nothing;
 - flattens the (text, label) pairs of all records, sorts them by length and runs padded batches under
   ``torch.inference_mode()``.
 
@@ -57,6 +59,7 @@ from zstc_handler_settings import (
     ENV_MAX_BATCH_TOKENS,
     MAX_BATCH_SIZE,
     MAX_BATCH_TOKENS,
+    REJECTED_RECORD_FIELD,
     SUPPORTED_ARCHITECTURES_FILE,
     template_parts,
 )
@@ -91,6 +94,9 @@ MAX_LABEL_CHARS = 1024
 CHARS_PER_TOKEN = 32
 # Tokens the cut text must exceed the limit by, so that a word split by the cut is truncated away.
 CUT_MARGIN_TOKENS = 16
+# Characters of a rejected record's message echoed as its error (the trigger writes a few hundred; the field can
+# come from anyone, so a larger value is cut).
+MAX_REJECTION_CHARS = 2000
 SUPPORTED_ARCHITECTURES_PATH = Path(__file__).resolve().parent / SUPPORTED_ARCHITECTURES_FILE
 
 
@@ -141,6 +147,7 @@ class Record:
     multi_label: bool = False
     template: str = DEFAULT_TEMPLATE
     error: str | None = None
+    rejected: bool = False  # a record the batch trigger took out of its file (REJECTED_RECORD_FIELD): never run
     pair_ids: list[list[int]] = field(default_factory=list)  # per text: unique-pair index of each label
 
 
@@ -646,11 +653,42 @@ def _parameters(value: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
     return parameters, "inputs", "parameters."
 
 
+def _rejection_message(value: Any) -> str:
+    """The error of a rejected record: the trigger's message (cut to ``MAX_REJECTION_CHARS``), or why it is none."""
+    if not isinstance(value, str):
+        return (
+            f'"{REJECTED_RECORD_FIELD}" is {type(value).__name__}: this field is reserved for the batch trigger (the '
+            "message of a record it took out of its file) and must be a string; rename the field in your record."
+        )
+    # Lone surrogates ("\\ud800" escapes) have no UTF-8 encoding: replaced, so the answer can still be written.
+    message = value.encode("utf-8", "replace").decode("utf-8")
+    if not message.strip():
+        return f'This record was rejected by the batch trigger ("{REJECTED_RECORD_FIELD}" gives no reason).'
+    if len(message) > MAX_REJECTION_CHARS:
+        message = f"{message[:MAX_REJECTION_CHARS]}… (message cut: it was {len(message)} characters)"
+    return message
+
+
+def _rejected_record(value: dict[str, Any]) -> Record:
+    """A record the batch trigger rejected: its error is the trigger's message, its id echoed when valid."""
+    record = Record(rejected=True, error=_rejection_message(value[REJECTED_RECORD_FIELD]))
+    if "id" in value:
+        try:
+            _check_id(value["id"])
+        except RecordError:
+            pass  # not echoed, as for any record: the rejection's message says more than the id's
+        else:
+            record.has_id, record.id = True, value["id"]
+    return record
+
+
 def parse_record(value: Any, default_template: str = DEFAULT_TEMPLATE) -> Record:
     """Validate one decoded JSON value into a Record (``error`` set when it cannot be classified).
 
     Both contracts: ``{"inputs", "parameters": {...}}`` (Hugging Face) and ``{"sequences", "candidate_labels",
-    "multi_class"}`` (SageMaker JumpStart). ``default_template`` is used when the record gives no template.
+    "multi_class"}`` (SageMaker JumpStart). ``default_template`` is used when the record gives no template. An object
+    with the key ``REJECTED_RECORD_FIELD`` is a record the batch trigger rejected, whatever else it holds: its error
+    is that field's message.
     """
     record = Record()
     if isinstance(value, RecordError):
@@ -662,6 +700,8 @@ def parse_record(value: Any, default_template: str = DEFAULT_TEMPLATE) -> Record
             "(several records: one object per line, JSON Lines)."
         )
         return record
+    if REJECTED_RECORD_FIELD in value:
+        return _rejected_record(value)
     try:
         if "id" in value:
             _check_id(value["id"])  # an invalid id is not echoed: the answer keeps its place in the output
@@ -985,10 +1025,12 @@ def transform_fn(loaded: ZeroShotModel, input_data: Any, content_type: str | Non
     records = [parse_record(value, loaded.hypothesis_template) for value in values]
     answers = classify(loaded, records)
     errors = sum(1 for record in records if record.error is not None)
+    rejected = sum(1 for record in records if record.rejected)
     logger.info(
-        "zero-shot request: %d records, %d errors, %.1f ms",
+        "zero-shot request: %d records, %d errors (%d rejected by the batch trigger), %.1f ms",
         len(records),
         errors,
+        rejected,
         (time.perf_counter() - started) * 1000,
     )
     lines = [_dumps_answer(answer, record) for answer, record in zip(answers, records, strict=True)]
