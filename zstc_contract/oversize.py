@@ -50,6 +50,8 @@ MAX_LISTED: Final = 100  # oversized records listed in a ScanResult (all are cou
 _MAX_PAYLOAD_MB: Final = 100
 _SCAN_FORMAT: Final = 1  # the "scan" field of an encoded ScanResult
 _UTF8_BOM: Final = codecs.BOM_UTF8
+# Reads whose lines average fewer bytes are measured line by line (see _Stager._whole_lines).
+_MIN_AVERAGE_LINE: Final = 32
 
 
 def needs_scan(size: int) -> bool:
@@ -284,12 +286,49 @@ class _Stager:
     # --- reading ----------------------------------------------------------------------------------------------
 
     def feed(self, chunk: bytes) -> None:
-        pos, size = 0, len(chunk)
-        while pos < size:
-            newline = chunk.find(b"\n", pos)
-            end = size if newline < 0 else newline + 1
-            self._segment(chunk, pos, end, ended=newline >= 0)
+        first = chunk.find(b"\n")
+        if first < 0:
+            self._segment(chunk, 0, len(chunk), ended=False)
+            return
+        self._segment(chunk, 0, first + 1, ended=True)
+        last = chunk.rfind(b"\n")
+        if last > first:
+            self._whole_lines(chunk, first + 1, last + 1)
+        if last + 1 < len(chunk):
+            self._segment(chunk, last + 1, len(chunk), ended=False)
+
+    def _whole_lines(self, chunk: bytes, a: int, b: int) -> None:
+        """Bytes [a, b) of ``chunk``: whole lines (the previous one ended at ``a``, ``b`` ends one)."""
+        count = chunk.count(b"\n", a, b)
+        # Most files have no oversized line: their lines are measured in C, a read at a time. Lines of a few bytes
+        # go one by one instead (split would make a list far larger than the read).
+        if (b - a) >= _MIN_AVERAGE_LINE * count:
+            longest = max(map(len, chunk[a : b - 1].split(b"\n"))) + 1
+            if longest <= self.limit:
+                self._clean_lines(chunk, a, b, count, longest)
+                return
+        pos = a
+        while pos < b:
+            end = chunk.index(b"\n", pos) + 1
+            self._segment(chunk, pos, end, ended=True)
             pos = end
+
+    def _clean_lines(self, chunk: bytes, a: int, b: int, count: int, longest: int) -> None:
+        """Bytes [a, b) of ``chunk``: ``count`` whole lines, none oversized, the longest of ``longest`` bytes."""
+        length = b - a
+        self.lines += count
+        self.largest = max(self.largest, longest)
+        self.offset += length
+        if self.head is not None and len(self.head) < MIN_PART_BYTES:
+            self.head += chunk[a : a + min(length, MIN_PART_BYTES - len(self.head))]
+        if self.upload_id is not None:
+            self.buf += chunk[a:b]
+            self.line_in_buf = len(self.buf)
+        self.line_start = self.offset
+        if self.head is not None and self.line_start >= MIN_PART_BYTES:
+            self.head = None
+        if self.upload_id is not None:
+            self._relieve()
 
     def _segment(self, chunk: bytes, a: int, b: int, *, ended: bool) -> None:
         """Bytes [a, b) of ``chunk``: the next piece of the current line (its end when ``ended``)."""
@@ -378,16 +417,14 @@ class _Stager:
     def _relieve(self) -> None:
         """Keep ``buf`` under about PART_BYTES (see the class docstring)."""
         while len(self.buf) >= PART_BYTES:
-            decided = self.line_in_buf
-            if decided >= len(self.buf):
-                self._upload(self.buf)
-                self.buf, self.line_in_buf = bytearray(), 0
-            elif decided >= MIN_PART_BYTES:
+            decided = min(self.line_in_buf, len(self.buf))
+            if decided >= MIN_PART_BYTES:
+                take = min(decided, PART_BYTES)
                 part = self.buf
-                self.buf = bytearray(part[decided:])
-                del part[decided:]
+                self.buf = bytearray(part[take:])
+                del part[take:]
                 self._upload(part)
-                self.line_in_buf = 0
+                self.line_in_buf -= take
             elif decided > 0:
                 self.tentative = (self.next_part, bytes(self.buf[:decided]))
                 self._upload(self.buf)

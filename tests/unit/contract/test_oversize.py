@@ -19,8 +19,11 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 
+from zstc_contract import oversize
 from zstc_contract.oversize import (
     ID_PREFIX_BYTES,
     MAX_LISTED,
@@ -649,6 +652,113 @@ def test_a_long_kept_line_after_a_full_decided_part(s3: Any) -> None:
     long_start = len(data) - len(small_lines(2)) - 9_000_000
     assert calls[0][1]["size"] == len(lines_of(staged(s3))[0]) + 6000 * 1000  # the rejection and the decided lines
     assert calls[1][1]["CopySourceRange"] == f"bytes={long_start}-{long_start + 9_000_000 - 1}"
+
+
+# --- every path, on small parts: a property ------------------------------------------------------------------------
+
+
+class MemoryS3:
+    """A fake S3 client holding one object, with S3's rules on multipart uploads at the module's (patched) sizes:
+    every part but the last of at least MIN_PART_BYTES, copy ranges of at most MAX_COPY_PART_BYTES."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.body: CountingBody | None = None
+        self.parts: dict[int, bytes] = {}
+        self.staged: bytes | None = None
+        self.aborted = False
+
+    def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        assert kwargs["VersionId"] == "v1"
+        self.body = CountingBody(io.BytesIO(self.data))
+        return {"Body": self.body, "ETag": '"e1"', "VersionId": "v1"}
+
+    def create_multipart_upload(self, **kwargs: Any) -> dict[str, Any]:
+        assert self.staged is None and not self.parts
+        return {"UploadId": "u1"}
+
+    def upload_part(self, *, PartNumber: int, Body: bytes, **kwargs: Any) -> dict[str, Any]:
+        self.parts[PartNumber] = bytes(Body)
+        return {"ETag": f'"{PartNumber}-{len(Body)}"'}
+
+    def upload_part_copy(
+        self, *, PartNumber: int, CopySource: dict[str, str], CopySourceRange: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        assert CopySource == {"Bucket": BUCKET, "Key": KEY, "VersionId": "v1"}
+        assert kwargs["CopySourceIfMatch"] == '"e1"'
+        a, b = (int(n) for n in CopySourceRange.removeprefix("bytes=").split("-"))
+        assert 0 <= a <= b < len(self.data)
+        assert b + 1 - a <= oversize.MAX_COPY_PART_BYTES
+        self.parts[PartNumber] = self.data[a : b + 1]
+        return {"CopyPartResult": {"ETag": f'"{PartNumber}-{b + 1 - a}"'}}
+
+    def complete_multipart_upload(self, *, MultipartUpload: dict[str, Any], **kwargs: Any) -> None:
+        numbers = [part["PartNumber"] for part in MultipartUpload["Parts"]]
+        assert numbers == sorted(set(numbers)) and numbers
+        for part in MultipartUpload["Parts"]:
+            body = self.parts[part["PartNumber"]]
+            assert part["ETag"] == f'"{part["PartNumber"]}-{len(body)}"', "a part's ETag is its latest upload's"
+        assert all(len(self.parts[n]) >= oversize.MIN_PART_BYTES for n in numbers[:-1]), "EntityTooSmall"
+        self.staged = b"".join(self.parts[n] for n in numbers)
+
+    def abort_multipart_upload(self, **kwargs: Any) -> None:
+        self.aborted = True
+
+
+@st.composite
+def jsonl_files(draw: st.DrawFn, limit: int) -> bytes:
+    """JSON Lines around ``limit``: records with ids, junk, empty lines, LF and CRLF, a last line with or without
+    its newline."""
+    sizes = st.one_of(st.integers(0, 40), st.integers(limit - 3, limit + 3), st.integers(0, 4 * limit))
+    out: list[bytes] = []
+    for number in range(draw(st.integers(0, 25))):
+        end = draw(st.sampled_from([b"\n", b"\r\n"]))
+        size = max(draw(sizes), len(end))
+        if size >= 40 and draw(st.booleans()):
+            out.append(line(f"r{number}", size, end=end))
+        else:
+            out.append(b"y" * (size - len(end)) + end)
+    without_newline = draw(st.booleans())
+    if out and without_newline:
+        out[-1] = out[-1].rstrip(b"\r\n") or b"z"
+    return b"".join(out)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_file_is_staged_exactly_through_every_path(data: st.DataObject) -> None:
+    # Parts of tens of bytes (the module's sizes patched) take a few hundred bytes through every path of the copy:
+    # the head, server-side copies of the head and of long lines (split in ranges), tentative parts kept or redone.
+    minimum = data.draw(st.integers(16, 120), label="MIN_PART_BYTES")
+    part = minimum + data.draw(st.integers(0, 120), label="PART_BYTES - MIN_PART_BYTES")
+    copy_max = data.draw(st.integers(2 * minimum, 5 * minimum), label="MAX_COPY_PART_BYTES")
+    limit = data.draw(st.integers(4, 3 * part), label="limit")
+    chunk = data.draw(st.integers(1, 3 * part), label="chunk_bytes")
+    file = data.draw(jsonl_files(limit), label="file")
+    client = MemoryS3(file)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(oversize, "MIN_PART_BYTES", minimum)
+        patch.setattr(oversize, "PART_BYTES", part)
+        patch.setattr(oversize, "MAX_COPY_PART_BYTES", copy_max)
+        result = scan_and_stage(
+            client, bucket=BUCKET, key=KEY, version_id="v1", limit_bytes=limit, max_payload_mb=MB, staged_key=STAGED,
+            field=FIELD, chunk_bytes=chunk,
+        )  # fmt: skip
+
+    lines = lines_of(file)
+    over = [(n, len(text)) for n, text in enumerate(lines, start=1) if len(text) > limit]
+    assert result.size == len(file) == client.body.read_bytes  # type: ignore[union-attr]
+    assert result.lines == len(lines)
+    assert result.largest_record == max((len(text) for text in lines if len(text) <= limit), default=0)
+    assert [(r.line, r.size) for r in result.oversized] == over
+    assert result.oversized_count == len(over)
+    assert not client.aborted
+    if over:
+        assert result.staged_key == STAGED
+        assert client.staged == expected_copy(file, limit)
+    else:
+        assert result.staged_key is None and client.staged is None and not client.parts
 
 
 # --- memory ------------------------------------------------------------------------------------------------------
