@@ -24,7 +24,7 @@ from stacks.batch_environment import OUTCOME_TIMEOUT_SECONDS
 from stacks.batch_queue import allow_service_to_use_key, dead_letters, encrypted_queue
 from stacks.checks import acknowledge, logical_id
 from stacks.lambda_function import BatchFunction, FunctionBuilder
-from stacks.storage import PREFIXES
+from stacks.storage import PREFIXES, STAGED_PREFIX
 from zstc_contract.layout import OUTPUT_SUFFIX, STATUS_SUFFIX
 
 OUTCOME_TIMEOUT: Final = Duration.seconds(OUTCOME_TIMEOUT_SECONDS)
@@ -108,6 +108,9 @@ class OutcomeFunction(BatchFunction):
                     "record per input file, named after it: only *.status.json under output/.",
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*{STATUS_SUFFIX}]": "Writes one status "
                     "record per failed input file: only *.status.json under errors/.",
+                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{STAGED_PREFIX}*]": "Deletes the finished job's "
+                    "re-staged files (named after the job) once its outcome is recorded: only under "
+                    "manifests/_staged/.",
                     "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "GenerateDataKey variants on the stack key "
                     "only, for SSE-KMS status records and the encrypted topic.",
                 },
@@ -153,6 +156,13 @@ class OutcomeFunction(BatchFunction):
             [bucket.arn_for_objects(f"{PREFIXES.manifests}*"), bucket.arn_for_objects(f"{PREFIXES.output}*")],
         )
         allow("ReadInputVersions", ["s3:GetObject"], [bucket.arn_for_objects(f"{PREFIXES.input}*")])
+        # The job's re-staged files (manifests/_staged/<job>/) are needed no longer once its outcome is recorded:
+        # listed and deleted there (DeleteObjects asks s3:DeleteObject per key), nowhere else under manifests/
+        # (ReadManifestsAndOutputs already reads them).
+        allow(
+            "ListStagedFiles", ["s3:ListBucket"], [bucket.bucket_arn], StringLike={"s3:prefix": [f"{STAGED_PREFIX}*"]}
+        )
+        allow("DeleteStagedFiles", ["s3:DeleteObject"], [bucket.arn_for_objects(f"{STAGED_PREFIX}*")])
         # One place per input: the status record is written there and the other place's record removed; the output
         # is copied from the job's folder to output/<file>.out, and an earlier run's removed when the file failed.
         allow(

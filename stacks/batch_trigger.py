@@ -30,7 +30,7 @@ from stacks.checks import acknowledge, checkov_skip, logical_id, nag_arn
 from stacks.config import has_nvme_storage
 from stacks.lambda_function import BatchFunction, FunctionBuilder
 from stacks.model import SageMakerModel
-from stacks.storage import PREFIXES
+from stacks.storage import PREFIXES, SCANS_PREFIX, STAGED_PREFIX
 from zstc_contract.layout import STATUS_SUFFIX
 
 TRIGGER_TIMEOUT: Final = Duration.seconds(TRIGGER_TIMEOUT_SECONDS)
@@ -136,10 +136,18 @@ class TriggerFunction(BatchFunction):
                 role_description="Batch trigger: claims files, starts transform jobs",
                 role_findings={
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.manifests}*]": "The trigger writes and reads "
-                    "one manifest per job, named after the job: only the manifests/ prefix.",
+                    "one manifest per job, named after the job, and its scratch folders under manifests/ (a scan "
+                    "per object version read, a job's staged files): only the manifests/ prefix.",
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.input}*]": "Confirms each input file "
-                    "(HeadObject, any key under input/) and reads the first 256 KB of a job's files to size its "
-                    "mini-batches: read only, input/ only.",
+                    "(HeadObject, any key under input/), reads the first 256 KB of a job's files to size its "
+                    "mini-batches and reads a file once to find records larger than the payload limit (copying "
+                    "parts of that version into its re-staged copy): read only, input/ only.",
+                    **{
+                        f"AwsSolutions-IAM5[Resource::{bucket_arn}/{prefix}*]": "The re-staged copy of a file (one per "
+                        "object version, under manifests/_scans/) and a job's staged files (manifests/_staged/<job>/)"
+                        " are multipart uploads with run-time names: aborting a failed one, in those folders only."
+                        for prefix in (SCANS_PREFIX, STAGED_PREFIX)
+                    },
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*{STATUS_SUFFIX}]": "Status records of "
                     "files refused before any job (empty, unsupported, keys too long, given up), one per input key: "
                     "only *.status.json under errors/.",
@@ -190,6 +198,15 @@ class TriggerFunction(BatchFunction):
         )
         allow(
             "ReadWriteManifests", ["s3:GetObject", "s3:PutObject"], [bucket.arn_for_objects(f"{PREFIXES.manifests}*")]
+        )
+        # The scans (zstc_contract.layout.scan_key, scan_copy_key) and a job's staged files (staged_prefix) lie under
+        # manifests/ too: ReadWriteManifests covers their gets and puts, including a multipart upload's create, part
+        # and complete calls (s3:PutObject); parts copied from an input's version read it with SampleInputFiles'
+        # s3:GetObjectVersion. Only aborting a failed upload is added, in those two folders.
+        allow(
+            "AbortScratchUploads",
+            ["s3:AbortMultipartUpload"],
+            [bucket.arn_for_objects(f"{SCANS_PREFIX}*"), bucket.arn_for_objects(f"{STAGED_PREFIX}*")],
         )
         # HeadObject of each input file (the event's version) before claiming it, and its first bytes, to size the
         # job's mini-batches (zstc_contract.sizing).

@@ -106,7 +106,18 @@ def test_every_bucket_denies_requests_without_tls(synth):
 def test_lifecycle_aborts_incomplete_uploads_and_expires_outputs_only_when_configured(synth):
     default_rules = data_bucket(synth())["LifecycleConfiguration"]["Rules"]
     assert any(r.get("AbortIncompleteMultipartUpload") == {"DaysAfterInitiation": 7} for r in default_rules)
-    assert not any("ExpirationInDays" in r for r in default_rules)
+    # only the batch path's scratch folders expire by default (tests/infrastructure/test_scratch_folders.py): no
+    # rule reaches an input, a canonical output or a status record
+    kept = (
+        "input/a/b.jsonl",
+        "output/a/b.jsonl.out",
+        "output/a/b.jsonl.status.json",
+        "errors/a/b.jsonl.status.json",
+        "manifests/j.json",
+        "manifests/j.versions.json",
+    )
+    scratch = [r.get("Prefix", "") for r in default_rules if "ExpirationInDays" in r]
+    assert scratch and not any(key.startswith(prefix) for key in kept for prefix in scratch)
 
     expiring = data_bucket(synth(output_expiry_days=30))["LifecycleConfiguration"]["Rules"]
     expiring_prefixes = {r["Prefix"] for r in expiring if r.get("ExpirationInDays") == 30}
