@@ -32,6 +32,7 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
 import zstc  # the command's options are zstc.cli's, resolved when typer reads the signature (no import cycle)
+from zstc.jobs import staged_folder
 from zstc.stack import DEFAULT_STACK_NAME, StackOutputs
 from zstc_contract.layout import OUTPUT_NAMINGS, OUTPUT_SUFFIX, key_prefix, output_key
 from zstc_contract.manifest import decode_manifest
@@ -489,7 +490,8 @@ class SmokeResult:
 
 
 def _source_prefix(s3: Any, description: dict[str, Any]) -> str:
-    """Key prefix the job's inputs are named relative to: the manifest's ``prefix`` entry, or the S3 prefix."""
+    """Key prefix the job's inputs are named relative to: the manifest's ``prefix`` entry (the job's own folder
+    ``manifests/_staged/<job>/`` when it reads re-staged copies), or the S3 prefix."""
     source = description.get("TransformInput", {}).get("DataSource", {}).get("S3DataSource", {})
     uri = str(source.get("S3Uri", ""))
     if source.get("S3DataType") == "ManifestFile":
@@ -661,11 +663,15 @@ def naming_check(
         output_uri = str(description.get("TransformOutput", {}).get("S3OutputPath", ""))
         bucket, output_prefix = split_uri(output_uri)
         source_prefix = _source_prefix(s3, description)
-        produced = produced_objects(s3, bucket, output_prefix, input_key, source_prefix)
+        # SageMaker names the output after the key the job read: a re-staged copy's, where the job read copies
+        read_key = input_key
+        if source_prefix == staged_folder(description):
+            read_key = source_prefix + stack.relative(input_key)
+        produced = produced_objects(s3, bucket, output_prefix, read_key, source_prefix)
     except (ClientError, BotoCoreError, ValueError, KeyError, IndexError) as error:
         return Check(name, UNKNOWN, f"could not list the job's output: {_aws_message(error)}", "see `zstc jobs`"), None
     naming = match_output_naming(
-        input_key=input_key, source_prefix=source_prefix, output_prefix=output_prefix, produced=produced
+        input_key=read_key, source_prefix=source_prefix, output_prefix=output_prefix, produced=produced
     )
     if naming.form is None:
         sample = ", ".join(produced[:3]) or "nothing"

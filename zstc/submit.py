@@ -22,11 +22,12 @@ from botocore.exceptions import ClientError
 from zstc import results
 from zstc.errors import InputError, JobFailedError, StillWaitingError, ZstcError
 from zstc.inputs import Options, PreparedInput
-from zstc.jobs import job_inputs, read_status
+from zstc.jobs import file_status, job_inputs
 from zstc.stack import StackOutputs, client
 from zstc_contract.jobs import COMPLETED, FAILED_JOB_STATES
 from zstc_contract.status import StatusRecord
 from zstc_contract.uri import s3_uri, split_uri
+from zstc_contract.versions import version_id_of
 
 STATE_VERSION = 1
 SUBMIT_FOLDER = "zstc"  # uploads land under <input prefix>zstc/
@@ -154,11 +155,12 @@ class Progress:
     detail: str = ""
 
 
-def job_covers(s3: Any, description: dict[str, Any], bucket: str, key: str) -> bool:
-    """Whether a transform job's input includes ``s3://bucket/key`` (an S3 prefix, or a manifest listing it)."""
+def job_covers(s3: Any, description: dict[str, Any], stack: StackOutputs, bucket: str, key: str) -> bool:
+    """Whether a transform job's input includes ``s3://bucket/key`` (an S3 prefix, or a manifest listing it, or
+    listing its re-staged copy)."""
     source = description.get("TransformInput", {}).get("DataSource", {}).get("S3DataSource", {})
     if source.get("S3DataType") == "ManifestFile":
-        return s3_uri(bucket, key) in job_inputs(s3, description)
+        return s3_uri(bucket, key) in job_inputs(s3, description, input_prefix=stack.input_prefix)
     try:
         source_bucket, source_prefix = split_uri(source.get("S3Uri", ""))
     except ValueError:
@@ -188,7 +190,7 @@ class Watcher:
                 if name in self._checked_jobs:
                     continue
                 description = self.sagemaker.describe_transform_job(TransformJobName=name)
-                if job_covers(self.s3, description, self.state.bucket, self.state.key):
+                if job_covers(self.s3, description, self.stack, self.state.bucket, self.state.key):
                     return str(name)
                 self._checked_jobs.add(name)
         return None
@@ -203,27 +205,30 @@ class Watcher:
             raise
 
     def _ours(self, record: StatusRecord | None) -> bool:
-        """Whether a status record answers this upload: it names our input version (records without one, or an
-        upload whose version is unknown, are taken as ours: unversioned buckets and older stacks)."""
+        """Whether a status record answers this upload: it names our input version (the job-outcome function's
+        ``version_id``, or the trigger's ``revision``); records without one, or an upload whose version is unknown,
+        are taken as ours: unversioned buckets and older stacks."""
         mine = self.state.version_id
-        return mine is None or record is None or record.version_id in (None, mine)
+        if mine is None or record is None:
+            return True
+        return (record.version_id or version_id_of(record.revision or "")) in (None, mine)
 
     def poll(self) -> tuple[Progress, str | None]:
-        """One look. Returns the progress and, when ready, the output's key. Raises JobFailedError on failure."""
+        """One look. Returns the progress and, when ready, the output's key. Raises JobFailedError on failure.
+
+        The status record is looked up where the outcome function or the trigger writes it, the hashed name of a
+        key too long for its derived keys included (:func:`zstc.jobs.file_status`)."""
         state = self.state
         output_key = self.stack.output_key(state.key)
-        success_key, failure_key = self.stack.status_keys(state.key)
         # A record of an earlier upload of the same key (another version) is not this upload's answer: wait on.
-        if self._exists(output_key) and self._ours(read_status(self.s3, self.stack.bucket, success_key)):
-            return Progress(stage="outputs ready", job_name=state.job_name, job_state=COMPLETED), output_key
-        failed = self._exists(failure_key)
-        record = read_status(self.s3, self.stack.bucket, failure_key) if failed else None
-        if failed and self._ours(record):
-            reason = (record.reason if record else None) or "the status record gives no reason"
-            job = (record.job_name if record else None) or state.job_name or "?"
+        if self._exists(output_key):
+            success = file_status(self.s3, self.stack, state.key, succeeded=True)
+            if self._ours(success.record if success else None):
+                return Progress(stage="outputs ready", job_name=state.job_name, job_state=COMPLETED), output_key
+        failure = file_status(self.s3, self.stack, state.key, succeeded=False)
+        if failure is not None and self._ours(failure.record):
             raise JobFailedError(
-                f"{state.file} failed in transform job {job}: {reason} "
-                f"(status record {s3_uri(self.stack.bucket, failure_key)})"
+                failure_message(state.file, failure.record, state.job_name, self.stack.bucket, failure.key)
             )
         if not state.job_name:
             state.job_name = self.find_job()
@@ -236,6 +241,17 @@ class Watcher:
             reason = description.get("FailureReason", "no reason given")
             return Progress(stage=f"job {job_state}", job_name=state.job_name, job_state=job_state, detail=reason), None
         return Progress(stage=f"job {job_state}", job_name=state.job_name, job_state=job_state), None
+
+
+def failure_message(file: str, record: StatusRecord | None, job_name: str | None, bucket: str, key: str) -> str:
+    """The one line a failure status record gives: its state, the job (or none: refused before any), the job's
+    status (``NotStarted`` when none ran), the reason and where the record is."""
+    state = (record.state if record else None) or "Failed"
+    job = (record.job_name if record else None) or job_name
+    where = f"in transform job {job}" if job else "before any transform job"
+    job_status = f" (job status {record.job_status})" if record is not None and record.job_status else ""
+    reason = (record.reason if record else None) or "the status record gives no reason"
+    return f"{file}: {state} {where}{job_status}: {reason} (status record {s3_uri(bucket, key)})"
 
 
 def wait_for_output(

@@ -2,38 +2,12 @@
 
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from zstc.errors import JobFailedError
-from zstc.stack import StackOutputs
-from zstc.submit import SubmitState, Watcher
 from zstc_contract.status import OutcomeDetail, StatusRecord, put_status_record
 
-BUCKET = "zstc-versions"
-
-
-@pytest.fixture
-def aws():
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        yield s3, boto3.client("sagemaker", region_name="us-east-1")
-
-
-def watcher(s3, sagemaker, version_id: str | None) -> Watcher:
-    stack = StackOutputs(
-        stack_name="S", region="us-east-1", bucket=BUCKET, input_prefix="input/", output_prefix="output/",
-        errors_prefix="errors/", model_name="m", queue_url="q", dead_letter_queue_url="d",
-        transform_job_prefix="s-batch",
-    )  # fmt: skip
-    state = SubmitState(
-        file="a.jsonl", sha256="x", stack_name="S", region="us-east-1", bucket=BUCKET, key="input/a.jsonl",
-        options={}, status="uploaded", version_id=version_id,
-    )  # fmt: skip
-    return Watcher(s3=s3, sagemaker=sagemaker, stack=stack, state=state)
+BUCKET = "zstc-versions"  # the conftest's bucket
 
 
 def succeeded(version_id: str) -> StatusRecord:
@@ -44,33 +18,33 @@ def succeeded(version_id: str) -> StatusRecord:
     )  # fmt: skip
 
 
-def test_an_earlier_versions_output_is_not_this_uploads_answer(aws):
-    s3, sagemaker = aws
+def test_an_earlier_versions_output_is_not_this_uploads_answer(aws, watcher):
+    s3, _ = aws
     # Given an earlier upload's published output and success record
     s3.put_object(Bucket=BUCKET, Key="output/a.jsonl.out", Body=b'{"labels": ["x"]}\n')
     put_status_record(s3, BUCKET, "output/a.jsonl.status.json", succeeded("v-old"))
     # When the new upload (another version) is polled before its job has finished
-    progress, output = watcher(s3, sagemaker, "v-new").poll()
+    progress, output = watcher("v-new").poll()
     # Then it keeps waiting
     assert output is None and progress.stage == "queued"
     # And once the outcome function has answered for this version, the output is ready
     put_status_record(s3, BUCKET, "output/a.jsonl.status.json", succeeded("v-new"))
-    assert watcher(s3, sagemaker, "v-new").poll()[1] == "output/a.jsonl.out"
+    assert watcher("v-new").poll()[1] == "output/a.jsonl.out"
 
 
-def test_an_earlier_versions_failure_does_not_fail_this_upload(aws):
-    s3, sagemaker = aws
+def test_an_earlier_versions_failure_does_not_fail_this_upload(aws, watcher):
+    s3, _ = aws
     failed = StatusRecord.job_failed(
         input=f"s3://{BUCKET}/input/a.jsonl", job_name="s-batch-0", job_status="Failed", finished_at=None,
         instance_type=None, reason="old failure", detail=OutcomeDetail(version_id="v-old"),
     )  # fmt: skip
     put_status_record(s3, BUCKET, "errors/a.jsonl.status.json", failed)
-    assert watcher(s3, sagemaker, "v-new").poll()[1] is None
+    assert watcher("v-new").poll()[1] is None
     with pytest.raises(JobFailedError, match="old failure"):
-        watcher(s3, sagemaker, "v-old").poll()
+        watcher("v-old").poll()
 
 
-def test_records_without_a_version_are_taken_as_answers(aws):
-    s3, sagemaker = aws  # unversioned buckets and records of older stacks name no version
+def test_records_without_a_version_are_taken_as_answers(aws, watcher):
+    s3, _ = aws  # unversioned buckets and records of older stacks name no version
     s3.put_object(Bucket=BUCKET, Key="output/a.jsonl.out", Body=b"{}\n")
-    assert watcher(s3, sagemaker, None).poll()[1] == "output/a.jsonl.out"
+    assert watcher(None).poll()[1] == "output/a.jsonl.out"
