@@ -16,11 +16,11 @@ The copy is byte for byte the original with each oversized line replaced:
   line count is unchanged: a last line without newline counts as a line). A kept last line keeps its ending.
 
 Memory stays bounded whatever the file or line size: at most the file's first ``MIN_PART_BYTES`` (kept until the
-first oversized line, or until a line starts past them), or in the copy's place the part being filled
-(``PART_BYTES``, plus before an undecided long line up to ``MIN_PART_BYTES`` of what precedes it), plus the first
-``ID_PREFIX_BYTES`` of the current line and one read chunk. No line is ever held whole: bytes of the original the
-copy keeps unchanged are copied server-side (``UploadPartCopy``) where they are long, and an oversized line's bytes
-are dropped as soon as it passes the limit.
+first oversized line, or until a line starts past them), or once the copy has started the part being filled
+(``PART_BYTES``; while a long line is undecided, also up to ``MIN_PART_BYTES`` of the bytes before it), plus the
+first ``ID_PREFIX_BYTES`` of the current line and about one read chunk. No line is ever held whole: bytes of the
+original the copy keeps unchanged are copied server-side (``UploadPartCopy``) where they are long, and an oversized
+line's bytes are dropped as soon as it passes the limit.
 
 Standard library and botocore only: shipped to the batch functions in the contract layer; ``s3`` is an injected
 boto3 client.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import itertools
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -280,7 +281,7 @@ class _Stager:
         self.next_part = 1
         self.buf = bytearray()
         self.line_in_buf = 0
-        self.tentative: tuple[int, bytes] | None = None  # (part number, its decided bytes before the line)
+        self.tentative: tuple[int, bytearray] | None = None  # (part number, its decided bytes before the line)
         self.pending_from: int | None = None  # where the current line's bytes left on S3 begin
 
     # --- reading ----------------------------------------------------------------------------------------------
@@ -303,7 +304,9 @@ class _Stager:
         # Most files have no oversized line: their lines are measured in C, a read at a time. Lines of a few bytes
         # go one by one instead (split would make a list far larger than the read).
         if (b - a) >= _MIN_AVERAGE_LINE * count:
-            longest = max(map(len, chunk[a : b - 1].split(b"\n"))) + 1
+            pieces = chunk.split(b"\n")  # the first and last belong to the lines around [a, b)
+            longest = max(map(len, itertools.islice(pieces, 1, len(pieces) - 1))) + 1
+            del pieces
             if longest <= self.limit:
                 self._clean_lines(chunk, a, b, count, longest)
                 return
@@ -320,9 +323,9 @@ class _Stager:
         self.largest = max(self.largest, longest)
         self.offset += length
         if self.head is not None and len(self.head) < MIN_PART_BYTES:
-            self.head += chunk[a : a + min(length, MIN_PART_BYTES - len(self.head))]
+            self.head += memoryview(chunk)[a : a + min(length, MIN_PART_BYTES - len(self.head))]
         if self.upload_id is not None:
-            self.buf += chunk[a:b]
+            self.buf += memoryview(chunk)[a:b]
             self.line_in_buf = len(self.buf)
         self.line_start = self.offset
         if self.head is not None and self.line_start >= MIN_PART_BYTES:
@@ -343,9 +346,9 @@ class _Stager:
         if len(self.id_prefix) < ID_PREFIX_BYTES and (self.over or not ended or not started_here):
             self.id_prefix += chunk[a : a + min(length, ID_PREFIX_BYTES - len(self.id_prefix))]
         if self.head is not None and len(self.head) < MIN_PART_BYTES:
-            self.head += chunk[a : a + min(length, MIN_PART_BYTES - len(self.head))]
+            self.head += memoryview(chunk)[a : a + min(length, MIN_PART_BYTES - len(self.head))]
         if self.upload_id is not None and not self.over and self.pending_from is None:
-            self.buf += chunk[a:b]
+            self.buf += memoryview(chunk)[a:b]
         if ended:
             self._end_line()
         if self.upload_id is not None:
@@ -399,7 +402,7 @@ class _Stager:
             self.tentative = None
             self.etags.pop(part, None)
             self.next_part = part  # redone: the decided bytes are uploaded again under the same number
-            self.buf = bytearray(before)
+            self.buf = before
             self.line_in_buf = len(self.buf)
 
     def _start(self) -> None:
@@ -421,12 +424,12 @@ class _Stager:
             if decided >= MIN_PART_BYTES:
                 take = min(decided, PART_BYTES)
                 part = self.buf
-                self.buf = bytearray(part[take:])
+                self.buf = part[take:]
                 del part[take:]
                 self._upload(part)
                 self.line_in_buf -= take
             elif decided > 0:
-                self.tentative = (self.next_part, bytes(self.buf[:decided]))
+                self.tentative = (self.next_part, self.buf[:decided])
                 self._upload(self.buf)
                 self.buf, self.line_in_buf = bytearray(), 0
             else:  # nothing but the current line's bytes: left on S3 from here, copied if the line is kept
@@ -513,6 +516,8 @@ def scan_and_stage(
     """
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be at least 1, not {chunk_bytes}")
+    if staged_key == key:
+        raise ValueError(f"the staged copy of {key!r} cannot replace it: give another staged_key")
     request: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if version_id:
         request["VersionId"] = version_id

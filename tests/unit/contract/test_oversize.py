@@ -338,6 +338,14 @@ def test_what_is_not_a_scan_record_is_refused(body: bytes | str) -> None:
         ScanResult.decode(body)
 
 
+def test_a_scan_refuses_to_write_over_its_input_or_to_read_nothing() -> None:
+    arguments: dict[str, Any] = {"bucket": BUCKET, "version_id": None, "limit_bytes": LIMIT, "max_payload_mb": MB}
+    with pytest.raises(ValueError, match="cannot replace it"):
+        scan_and_stage(None, key=KEY, staged_key=KEY, field=FIELD, **arguments)
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        scan_and_stage(None, key=KEY, staged_key=STAGED, field=FIELD, chunk_bytes=0, **arguments)
+
+
 # --- scan_and_stage: small files ---------------------------------------------------------------------------------
 
 
@@ -665,6 +673,7 @@ class MemoryS3:
         self.data = data
         self.body: CountingBody | None = None
         self.parts: dict[int, bytes] = {}
+        self.handed: dict[int, bytes] = {}
         self.staged: bytes | None = None
         self.aborted = False
 
@@ -679,6 +688,7 @@ class MemoryS3:
 
     def upload_part(self, *, PartNumber: int, Body: bytes, **kwargs: Any) -> dict[str, Any]:
         self.parts[PartNumber] = bytes(Body)
+        self.handed[PartNumber] = Body  # the object itself: the scan must not change it once uploaded
         return {"ETag": f'"{PartNumber}-{len(Body)}"'}
 
     def upload_part_copy(
@@ -690,6 +700,7 @@ class MemoryS3:
         assert 0 <= a <= b < len(self.data)
         assert b + 1 - a <= oversize.MAX_COPY_PART_BYTES
         self.parts[PartNumber] = self.data[a : b + 1]
+        self.handed.pop(PartNumber, None)
         return {"CopyPartResult": {"ETag": f'"{PartNumber}-{b + 1 - a}"'}}
 
     def complete_multipart_upload(self, *, MultipartUpload: dict[str, Any], **kwargs: Any) -> None:
@@ -699,6 +710,7 @@ class MemoryS3:
             body = self.parts[part["PartNumber"]]
             assert part["ETag"] == f'"{part["PartNumber"]}-{len(body)}"', "a part's ETag is its latest upload's"
         assert all(len(self.parts[n]) >= oversize.MIN_PART_BYTES for n in numbers[:-1]), "EntityTooSmall"
+        assert all(bytes(self.handed[n]) == self.parts[n] for n in numbers if n in self.handed)
         self.staged = b"".join(self.parts[n] for n in numbers)
 
     def abort_multipart_upload(self, **kwargs: Any) -> None:
