@@ -30,25 +30,26 @@ from typing import Any, Final
 ROOT: Final = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zstc_local.tiny_model import build_once, byte_bpe_tokenizer, cache_root, cached_tiny_model  # noqa: E402
+from zstc_contract.rates import DEFAULT_SHAPE  # noqa: E402
+from zstc_local.tiny_model import (  # noqa: E402
+    DEBERTA_V3_LAYOUT,
+    build_once,
+    byte_bpe_tokenizer,
+    cache_root,
+    cached_tiny_model,
+)
 
 DATA: Final = ROOT.parent / "shared" / "data" / "new_years_resolutions_2015.csv"
 # Merges / pieces seen at least twice in ~5000 tweets: ~38-41 tokens per (tweet, "This example is {}.") pair.
 TWEET_VOCAB_SIZE: Final = 16000
 TWEET_MIN_FREQUENCY: Final = 2
 VERSION: Final = "v1"
-REFERENCE: Final = "bart-large"  # the default model's shape: relative costs are against it
+REFERENCE: Final = DEFAULT_SHAPE  # the default model's shape: relative costs are against it
 
+# the published deberta-v3 configs: the family's layout (zstc_local.tiny_model) at their position buckets and sizes
 _DEBERTA_V3 = {
-    "relative_attention": True,
+    **DEBERTA_V3_LAYOUT,
     "position_buckets": 256,
-    "max_relative_positions": -1,
-    "norm_rel_ebd": "layer_norm",
-    "share_att_key": True,
-    "pos_att_type": ["p2c", "c2p"],
-    "position_biased_input": False,
-    "type_vocab_size": 0,
-    "layer_norm_eps": 1e-7,
     "max_position_embeddings": 512,
     "hidden_act": "gelu",
     "initializer_range": 0.02,

@@ -29,13 +29,13 @@ from rich.console import Console
 from rich.table import Table
 
 from zstc.errors import InputError, ZstcError
+from zstc_contract.rates import CATALOGUE_FILE, DEFAULT_SHAPE
+from zstc_contract.rates import DATA_DIR as DATA_DIR  # the data files' folder, as zstc.estimate reads it
+from zstc_contract.rates import THROUGHPUT_FILE as THROUGHPUT_FILE  # one path, the contract's (benchmarks read it)
 
-DATA_DIR: Final = Path(__file__).resolve().parent / "data"
-CATALOGUE_FILE: Final = DATA_DIR / "models.json"
-THROUGHPUT_FILE: Final = DATA_DIR / "throughput.json"
 REPO: Final = Path(__file__).resolve().parents[1]
 SUPPORTED_ARCHITECTURES_FILE: Final = REPO / "model" / "code" / "supported_architectures.json"
-REFERENCE_SHAPE: Final = "bart-large"  # the default model's shape: relative costs are against it
+REFERENCE_SHAPE: Final = DEFAULT_SHAPE  # the default model's shape: relative costs are against it
 FORWARD_HANDLER: Final = (
     "forward"  # throughput.json entries of in-process forward passes (bench-handler --forward-only)
 )

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 SHAPES = ("tiny", "bart-large")
 CACHE_VERSION = "v1"
@@ -248,6 +248,19 @@ _LABELS: dict[str, dict[int, str]] = {
     "mobilebert": {0: "not_entailment", 1: "entailment"},  # 2 classes, entailment last
 }
 _TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+# The deberta-v3 / mDeBERTa-v3 layout (their published config.json, ``model_type`` deberta-v2): relative attention
+# only, no absolute positions, no token types. The tiny model and the benchmark shapes (benchmarks/model_shapes.py)
+# build on it, each with its own sizes and position buckets.
+DEBERTA_V3_LAYOUT: Final[dict[str, Any]] = {
+    "relative_attention": True,
+    "max_relative_positions": -1,
+    "norm_rel_ebd": "layer_norm",
+    "share_att_key": True,
+    "pos_att_type": ["p2c", "c2p"],
+    "position_biased_input": False,
+    "type_vocab_size": 0,
+    "layer_norm_eps": 1e-7,
+}
 # Tiny configs: 128 usable positions everywhere (RoBERTa-style: 130 with padding offset 2). The initializer ranges
 # are large so that entailment logits differ clearly between labels (std 1-3 over labels, |logit| < 20).
 _CONFIGS: dict[str, dict[str, Any]] = {
@@ -263,18 +276,11 @@ _CONFIGS: dict[str, dict[str, Any]] = {
     },
     "roberta": {**_TINY, "max_position_embeddings": 130, "type_vocab_size": 1, "initializer_range": 0.6},
     "xlm-roberta": {**_TINY, "max_position_embeddings": 130, "type_vocab_size": 1, "initializer_range": 0.6},
-    "deberta-v2": {  # the deberta-v3 / mDeBERTa-v3 layout: relative attention only, no absolute positions
+    "deberta-v2": {
         **_TINY,
+        **DEBERTA_V3_LAYOUT,
         "max_position_embeddings": 128,
-        "relative_attention": True,
         "position_buckets": 32,
-        "max_relative_positions": -1,
-        "norm_rel_ebd": "layer_norm",
-        "share_att_key": True,
-        "pos_att_type": ["p2c", "c2p"],
-        "position_biased_input": False,
-        "type_vocab_size": 0,
-        "layer_norm_eps": 1e-7,
         "pooler_hidden_size": 32,
         "initializer_range": 0.3,
     },
