@@ -206,14 +206,18 @@ def top_level_id(prefix: bytes) -> tuple[bool, Any]:
 
 
 def rejection_line(record: OversizedRecord, *, limit_bytes: int, max_payload_mb: int, field: str) -> bytes:
-    """One JSON line ending in b"\n": {"id": <id>} only when has_id, and {field: <message>} where the message
+    """One JSON line ending in b"\\n": {"id": <id>} only when has_id, and {field: <message>} where the message
     names the line number, the record's size in bytes, the limit (bytes and MaxPayloadInMB) and the fix: split its
-    texts over several records (one text per line), or raise the stack's `batch_max_payload_mb` (at most 100)."""
+    texts over several records (one text per line), or raise the stack's `batch_max_payload_mb` (at most 100).
+
+    The id is written as it was read (the handler echoes it only when it is a valid id); ASCII-escaped, so an id
+    with a lone surrogate round-trips instead of failing to encode. Only the fix that can help is offered: at
+    ``MaxPayloadInMB`` = 100 raising it cannot."""
     fix = "split its texts over several records (one text per line)"
     if max_payload_mb < _MAX_PAYLOAD_MB:
         fix += f", or raise the stack's `batch_max_payload_mb` (at most {_MAX_PAYLOAD_MB}, now {max_payload_mb})"
     message = (
-        f"Line {record.line} of the input file is {record.size:,} bytes (with its newline), over the "
+        f"Line {record.line} of the input file is {record.size:,} bytes (a record counts with its newline), over the "
         f"{limit_bytes:,}-byte limit of a record in a job of MaxPayloadInMB={max_payload_mb}: it was not sent to "
         f"the model; {fix}."
     )
