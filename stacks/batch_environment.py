@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from stacks.config import Settings
 from stacks.pair_rates import batch_rate
+from stacks.serving_env import HANDLER_REJECTED_RECORD_FIELD
 from zstc_contract.backoff import backoff_max_seconds, receives_for_patience
 from zstc_contract.function import METRICS_NAMESPACE as METRICS_NAMESPACE  # the functions' default too
 from zstc_contract.layout import PREFIXES
@@ -126,6 +127,9 @@ def trigger_environment(
         # The last receive before the dead-letter queue: there the trigger writes each file's status and a notice.
         Env.MAX_RECEIVE_COUNT: str(max_receive_count(settings)),
         Env.TOPIC_ARN: resources.topic_arn,
+        # Records larger than the payload limit are replaced by a rejection our handler answers with an error
+        # record (the stock handler knows none: there such a record still fails its file).
+        Env.REJECTED_RECORD_FIELD: "" if settings.model_source == "hub" else HANDLER_REJECTED_RECORD_FIELD,
     }
 
 

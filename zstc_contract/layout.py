@@ -7,8 +7,8 @@
 A job whose files hold a record larger than a transform's payload limit reads its files from a snapshot instead:
 ``manifests/_staged/J/a/b.jsonl`` (:func:`staged_prefix`), each file as the trigger read it with every oversized
 record replaced by a one-line rejection the handler answers with an error record; its manifest's prefix is that
-folder. What the trigger learnt from reading a file is kept under ``manifests/_scans/`` (:func:`scan_key`), so a
-retry never reads it again.
+folder. What the trigger learnt from reading a file version is kept under ``manifests/_scans/`` (:func:`scan_key`,
+and the copy itself: :func:`scan_copy_key`), so a retry never reads it again.
 
 Job ``J`` writes under its own folder ``output/_jobs/J/`` (its ``S3OutputPath``): SageMaker's output names for
 ``ManifestFile`` input are not documented (:data:`OUTPUT_NAMINGS`: the entry, its base name or the full key, each
@@ -152,10 +152,20 @@ def staged_prefix(manifest_prefix: str, job_name: str) -> str:
     return f"{manifest_prefix}{STAGED_FOLDER}{job_name}/"
 
 
+def _scan_name(manifest_prefix: str, claim_id: str) -> str:
+    digest = hashlib.sha256(claim_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{manifest_prefix}{SCANS_FOLDER}{digest}"
+
+
 def scan_key(manifest_prefix: str, claim_id: str) -> str:
     """Where the trigger keeps what it learnt reading one object version (``claim_id``): a fixed-length name."""
-    digest = hashlib.sha256(claim_id.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{manifest_prefix}{SCANS_FOLDER}{digest}.json"
+    return _scan_name(manifest_prefix, claim_id) + MANIFEST_SUFFIX
+
+
+def scan_copy_key(manifest_prefix: str, claim_id: str) -> str:
+    """Beside :func:`scan_key`: the copy of that object version with its oversized records rejected (written only
+    when it has any); a job's staged folder is copied from it."""
+    return _scan_name(manifest_prefix, claim_id) + INPUT_SUFFIX
 
 
 def reserved_input_folder(relative: str) -> str | None:

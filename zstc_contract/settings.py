@@ -48,6 +48,9 @@ class Env:
     BACKOFF_MAX_SECONDS: Final = "BACKOFF_MAX_SECONDS"
     BATCH_STRATEGY: Final = "BATCH_STRATEGY"
     MAX_RECEIVE_COUNT: Final = "MAX_RECEIVE_COUNT"  # the queue's redrive maxReceiveCount (last try before the DLQ)
+    # The key of a record the trigger took out of its file (larger than the payload limit), which the model handler
+    # answers with an error record; empty where the stock handler serves (it knows no such record).
+    REJECTED_RECORD_FIELD: Final = "REJECTED_RECORD_FIELD"
     INSTANCE_TYPE: Final = "INSTANCE_TYPE"  # earlier versions' single batch instance type (read by zstc doctor)
     # the job-outcome function (and the trigger: its notices of files refused or given up)
     TOPIC_ARN: Final = "TOPIC_ARN"
@@ -211,6 +214,8 @@ class TriggerSettings(BucketSettings):
     topic_arn: str | None = None
     # The queue's maxReceiveCount: the receive after which a message is in the dead-letter queue (None: unknown).
     max_receive_count: int | None = None
+    # The handler's key for records the trigger rejects (None: the stock handler, oversized records are not staged).
+    rejected_record_field: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TriggerSettings:
@@ -248,6 +253,7 @@ class TriggerSettings(BucketSettings):
             max_receive_count=(
                 int_env(env, Env.MAX_RECEIVE_COUNT, None, 1, 1000) if env.get(Env.MAX_RECEIVE_COUNT) else None
             ),
+            rejected_record_field=env.get(Env.REJECTED_RECORD_FIELD) or None,
         )
         if settings.batch_strategy not in BATCH_STRATEGIES:
             raise SettingsError(

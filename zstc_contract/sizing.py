@@ -6,8 +6,8 @@ on the hardware and the model (pairs per second: ``zstc/data/throughput.json``, 
 synthesis) and on the file (records per MB, texts and labels per record, text length: sampled from its first
 lines). This module turns those into the job's ``BatchStrategy`` and ``MaxPayloadInMB``:
 
-- MultiRecord with the largest payload (whole MB, at least 1, at most the configured one) whose expected time stays
-  under a quarter of the timeout;
+- MultiRecord with the largest payload (whole MB, at least 1 and at least the job's largest record, at most the
+  configured one) whose expected time stays under a quarter of the timeout;
 - otherwise SingleRecord: one record per invocation, the payload limit unchanged;
 - a warning when even one record of the sample cannot finish within the timeout.
 
@@ -132,12 +132,15 @@ def choose_batching(
     timeout_seconds: int,
     max_payload_mb: int,
     multi_record: bool = True,
+    largest_record_bytes: int = 0,
 ) -> Batching:
     """The strategy and payload for a job whose files were sampled as ``samples`` (see the module docstring).
 
     ``pairs_per_second``: the rate-table figure for the job's instance type and model (None: not known, the
     configured payload is kept). ``multi_record``: False where the serving handler takes one record per request
-    (the toolkit's stock handler).
+    (the toolkit's stock handler). ``largest_record_bytes``: the job's largest record (line and newline) that runs,
+    as the trigger read it: a MultiRecord payload is never smaller than it (SageMaker fails a file holding a record
+    larger than the payload), a job that would need a smaller one runs SingleRecord.
     """
     sampled: Sequence[FileSample] = [s for s in samples if s.records]
     budget = timeout_seconds * BUDGET_FRACTION
@@ -156,7 +159,8 @@ def choose_batching(
             f"{timeout_seconds} s invocation timeout: it will fail; split its texts or labels over several records, "
             "or use a faster instance type"
         )
-    for mb in range(max_payload_mb, 0, -1):
+    smallest_mb = max(1, -(-largest_record_bytes // RECORD_BYTES_PER_MB))  # ceil: the largest record must fit
+    for mb in range(max_payload_mb, smallest_mb - 1, -1):
         seconds = density * mb / pairs_per_second
         if seconds <= budget:
             return Batching(
@@ -168,14 +172,15 @@ def choose_batching(
                 f"{pairs_per_second:g} pairs/s, within a quarter of the {timeout_seconds} s timeout",
                 warning,
             )
-    seconds = density / pairs_per_second
+    seconds = density * smallest_mb / pairs_per_second
     return Batching(
         SINGLE_RECORD,
         max_payload_mb,
         single_seconds,
         budget,
-        f"a 1 MB mini-batch ({density:,.0f} pairs) would take about {seconds:,.0f} s at {pairs_per_second:g} "
-        f"pairs/s, over a quarter of the {timeout_seconds} s timeout: one record per invocation "
-        f"(the longest sampled takes about {single_seconds:,.1f} s)",
+        f"a {smallest_mb} MB mini-batch ({density * smallest_mb:,.0f} pairs) would take about {seconds:,.0f} s at "
+        f"{pairs_per_second:g} pairs/s, over a quarter of the {timeout_seconds} s timeout"
+        + (f" (its largest record, {largest_record_bytes:,} bytes, needs {smallest_mb} MB)" if smallest_mb > 1 else "")
+        + f": one record per invocation (the longest sampled takes about {single_seconds:,.1f} s)",
         warning,
     )

@@ -10,7 +10,7 @@ environment): see ``zstc_contract.function``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -43,6 +43,7 @@ class TriggerFunction(FunctionRuntime, service="batch-trigger", max_attempts=3, 
             sns=self.client("sns") if self.settings.topic_arn else None,
             logger=self.logger,
             metrics=self.metrics,
+            remaining_seconds=_remaining_seconds(context),
         )
         result = trigger.process(messages)
 
@@ -64,6 +65,14 @@ class TriggerFunction(FunctionRuntime, service="batch-trigger", max_attempts=3, 
             },
         )
         return response
+
+
+def _remaining_seconds(context: Any) -> Callable[[], float] | None:
+    """The invocation's time left, from Lambda's context (None where the caller gives no such context)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    return lambda: float(remaining()) / 1000.0
 
 
 # The trigger's handler for an environment (in Lambda: ``os.environ``, as the stack declares it).

@@ -162,6 +162,7 @@ def _ignore_reason(event_name: str, bucket: str, key: str, settings: TriggerSett
 LONG_KEY: Final = "long-key"
 NOT_SUPPORTED: Final = "not-supported"
 RESERVED: Final = "reserved"
+OVERSIZED: Final = "oversized"  # records over the payload limit, where the stock handler serves
 EMPTY: Final = "empty"
 GAVE_UP: Final = "gave-up"
 
@@ -258,6 +259,7 @@ def refusal_notice(settings: TriggerSettings, kind: str, files: Sequence[tuple[s
         LONG_KEY: "Batch files refused: keys too long",
         NOT_SUPPORTED: "Batch files refused: not supported",
         RESERVED: "Batch files refused: reserved folder",
+        OVERSIZED: "Batch files refused: records over the payload limit",
         GAVE_UP: "Batch files given up: in the dead-letter queue",
     }.get(kind, f"Batch files refused: {kind}")[:100]
     body = {
@@ -283,15 +285,17 @@ def manifest_key(settings: TriggerSettings, name: str) -> str:
     return layout_manifest_key(settings.manifest_prefix, name)
 
 
-def manifest_body(settings: TriggerSettings, objects: Sequence[S3Object]) -> bytes:
+def manifest_body(settings: TriggerSettings, objects: Sequence[S3Object], prefix: str | None = None) -> bytes:
     """SageMaker manifest: a prefix entry, then keys relative to it.
 
-    The prefix is the input prefix, so each entry is the key's path below ``input/``. SageMaker names each output
-    in the job's own folder (``S3OutputPath``) after the entry, its base name or the full key (undocumented); the
-    job-outcome function matches them and publishes ``output/<entry>.out``.
+    The prefix is the input prefix (or, for a job that reads re-staged files, its folder under
+    ``manifests/_staged/``, which holds the same relative keys), so each entry is the key's path below ``input/``.
+    SageMaker names each output in the job's own folder (``S3OutputPath``) after the entry, its base name or the
+    full key (undocumented); the job-outcome function matches them and publishes ``output/<entry>.out``.
     """
     return encode_manifest(
-        s3_uri(settings.bucket, settings.input_prefix), [relative_key(o.key, settings.input_prefix) for o in objects]
+        s3_uri(settings.bucket, settings.input_prefix if prefix is None else prefix),
+        [relative_key(o.key, settings.input_prefix) for o in objects],
     )
 
 
@@ -302,15 +306,18 @@ def versions_sidecar(settings: TriggerSettings, name: str, objects: Sequence[S3O
     return versions_key(settings.manifest_prefix, name), encode_versions(name, entries)
 
 
-def job_batching(settings: TriggerSettings, target: Target, samples: Sequence[FileSample]) -> Batching:
+def job_batching(
+    settings: TriggerSettings, target: Target, samples: Sequence[FileSample], *, largest_record_bytes: int = 0
+) -> Batching:
     """How a job on ``target`` batches its records: from the target's pair rate and the files' sampled density,
-    within the configured payload and timeout (``zstc_contract.sizing``)."""
+    within the configured payload and timeout, never below the job's largest record (``zstc_contract.sizing``)."""
     return choose_batching(
         samples,
         pairs_per_second=target.pairs_per_second,
         timeout_seconds=settings.model_timeout_seconds,
         max_payload_mb=settings.max_payload_mb,
         multi_record=settings.batch_strategy == MULTI_RECORD,
+        largest_record_bytes=largest_record_bytes,
     )
 
 

@@ -44,6 +44,7 @@ from .logic import (
     GAVE_UP,
     INSTANCE_REFUSED_MESSAGE,
     JOB_STARTED_MESSAGE,
+    OVERSIZED,
     RECORD_TOO_SLOW_MESSAGE,
     STARTED,
     Claim,
@@ -69,6 +70,7 @@ from .logic import (
     versions_sidecar,
 )
 from .sampling import read_heads, samples_of
+from .staging import CONTINUE_SECONDS, Scanner, Scans, oversized_reason
 
 
 class Deferred(Exception):
@@ -138,6 +140,7 @@ class BatchTrigger:
         metrics: Any,
         clock: Callable[[], float] = time.time,
         sns: Any = None,
+        remaining_seconds: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.s3 = s3
@@ -147,6 +150,8 @@ class BatchTrigger:
         self.logger = logger
         self.metrics = metrics
         self.clock = clock
+        # Reads files for records over the payload limit, within the invocation's time (None: unbounded).
+        self.scanner = Scanner(settings, s3=s3, logger=logger, metrics=metrics, remaining_seconds=remaining_seconds)
 
     # --- entry point ---------------------------------------------------------------------------------------------
 
@@ -161,8 +166,10 @@ class BatchTrigger:
                 named[obj.claim_id] = obj
         notices: dict[str, list[tuple[str, str]]] = defaultdict(list)
         objects = self._admit(named, owners, result, notices)
+        scans = self.scanner.scan(objects)
+        objects = self._admit_scanned(objects, scans, owners, result, notices)
         if objects:
-            ctx = _Attempt(owners=owners, now=now, running=None)
+            ctx = _Attempt(owners=owners, now=now, running=None, scans=scans)
             groups = group_objects(
                 objects, window_seconds=self.settings.window_seconds, max_files=self.settings.max_files_per_job
             )
@@ -229,6 +236,49 @@ class BatchTrigger:
             except ClientError as error:
                 self.logger.exception("Could not write the status record", extra=_log(obj))
                 result.fail(message_ids, WorkFailed(f"status record for {obj.key}: {_error_code(error)[0]}"))
+        return work
+
+    def _admit_scanned(
+        self,
+        objects: list[S3Object],
+        scans: Scans,
+        owners: dict[str, list[Message]],
+        result: BatchResult,
+        notices: dict[str, list[tuple[str, str]]],
+    ) -> list[S3Object]:
+        """The files whose records are known now: one not read in time comes back soon (the reads done are kept),
+        one that could not be read comes back as a failure; with the stock handler, which cannot answer a rejected
+        record, a file holding one gets a status record instead of a job (it would fail whole in SageMaker)."""
+        for obj in scans.waiting:
+            reason = "reading the job's files for records over the payload limit: continued on the next receive"
+            result.fail([m.message_id for m in owners[obj.claim_id]], Deferred(reason, CONTINUE_SECONDS))
+        for claim_id, error in scans.failed.items():
+            obj = next(o for o in objects if o.claim_id == claim_id)
+            failure = WorkFailed(f"reading {obj.key} for oversized records: {_error_code(error)[0]}")
+            result.fail([m.message_id for m in owners[claim_id]], failure)
+        work: list[S3Object] = []
+        for obj in objects:
+            scan = scans.results.get(obj.claim_id)
+            if obj.claim_id in scans.failed or obj in scans.waiting:
+                continue
+            if scan is None or not scan.oversized_count or self.settings.rejected_record_field:
+                work.append(obj)
+                continue
+            reason = oversized_reason(scan, self.settings.max_payload_mb)
+            record = StatusRecord.rejected(input=s3_uri(obj.bucket, obj.key), revision=obj.revision, reason=reason)
+            key = status_key(self.settings.errors_prefix, relative_key(obj.key, self.settings.input_prefix))
+            try:
+                put_status_record(self.s3, obj.bucket, key, record)
+            except ClientError as error:
+                self.logger.exception("Could not write the status record", extra=_log(obj))
+                result.fail(
+                    [m.message_id for m in owners[obj.claim_id]],
+                    WorkFailed(f"status record for {obj.key}: {_error_code(error)[0]}"),
+                )
+                continue
+            self.logger.warning("File refused: records over the payload limit", extra=_log(obj, key=key))
+            self.metrics.add_metric(name="FilesRefused", unit="Count", value=1)
+            notices[OVERSIZED].append((record.input, reason))
         return work
 
     def _confirm(self, objects: list[S3Object]) -> dict[str, S3Object | ClientError | None]:
@@ -373,6 +423,8 @@ class BatchTrigger:
         if not claimed:
             return None
         try:
+            # Files re-staged without their oversized records: the job reads its files from its own folder.
+            prefix = self.scanner.stage(name, claimed, ctx.scans)
             # The versions sidecar first: a job whose manifest exists always has it (the manifest marks resumes).
             sidecar_key, sidecar = versions_sidecar(self.settings, name, claimed)
             self.s3.put_object(
@@ -381,7 +433,7 @@ class BatchTrigger:
             self.s3.put_object(
                 Bucket=self.settings.bucket,
                 Key=manifest_key(self.settings, name),
-                Body=manifest_body(self.settings, claimed),
+                Body=manifest_body(self.settings, claimed, prefix),
                 ContentType="application/json",
             )
         except ClientError as error:
@@ -545,8 +597,10 @@ class BatchTrigger:
         refused = self._refused_types(ctx)
         answers: list[QuotaAnswer] = []
         heads = read_heads(self.s3, objects, self.logger)  # once per job: the targets differ only in their rates
+        largest = ctx.scans.largest_record(objects, self.scanner.limit_bytes)
         for target in try_order(self.settings.targets, refused):
-            batching = job_batching(self.settings, target, samples_of(heads, tokens_per_pair=target.tokens_per_pair))
+            samples = samples_of(heads, tokens_per_pair=target.tokens_per_pair)
+            batching = job_batching(self.settings, target, samples, largest_record_bytes=largest)
             request = transform_request(self.settings, name, manifest_uri, files, target, batching)
             try:
                 self.sagemaker.create_transform_job(**request)
@@ -726,6 +780,7 @@ class _Attempt:
     running: int | None
     started: set[str] = field(default_factory=set)
     refused: set[str] | None = None  # instance types remembered as refused (read once per invocation)
+    scans: Scans = field(default_factory=Scans)  # what the invocation's files hold (staging.Scanner)
 
 
 def _message_ids(objects: Iterable[S3Object], ctx: _Attempt) -> list[str]:

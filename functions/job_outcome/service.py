@@ -33,6 +33,7 @@ from zstc_contract.layout import (
     key_prefix,
     long_key_status_key,
     output_key,
+    staged_prefix,
     status_key,
     versions_key,
 )
@@ -83,11 +84,15 @@ class OutcomeRecorder:
             name="JobsCompleted" if job.status == COMPLETED else "JobsFailed", unit="Count", value=1
         )
         bucket, key = split_uri(manifest_uri(self.settings, job))
-        entries = decode_manifest(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()).entries
+        manifest = decode_manifest(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        entries = manifest.entries
+        # The key prefix the entries are relative to: the input prefix, or the job's re-staged folder (the full-key
+        # naming spells that one).
+        source_prefix = key_prefix(split_uri(manifest.prefix)[1])
         versions = self._versions(job)
         job_prefix = self._job_prefix(job)
         produced = self._produced(job_prefix, entries)  # an S3 error here fails the event: EventBridge retries it
-        matches = match_outputs(entries, produced, job_prefix=job_prefix, input_prefix=self.settings.input_prefix)
+        matches = match_outputs(entries, produced, job_prefix=job_prefix, input_prefix=source_prefix)
 
         outcomes: list[FileOutcome] = []
         unwritten: list[str] = []
@@ -114,6 +119,8 @@ class OutcomeRecorder:
         if failed or unwritten:
             notice = failure_notice(self.settings, job, failed, len(outcomes), unwritten=unwritten)
             self.sns.publish(TopicArn=self.settings.topic_arn, **notice)  # an error here: the event is retried
+        if source_prefix == staged_prefix(self.settings.manifest_prefix, job.name):
+            self._remove_staged(source_prefix, job)
         self.logger.info(
             "Job outcome recorded",
             extra={
@@ -168,6 +175,19 @@ class OutcomeRecorder:
                 if key in self._list(key, limit=1):
                     found.add(key)
         return found
+
+    def _remove_staged(self, folder: str, job: JobEvent) -> None:
+        """The job read re-staged copies of its files: they served their purpose (the bucket's lifecycle rule
+        removes what this leaves, e.g. after an error here)."""
+        try:
+            keys = self._list(folder)
+            for start in range(0, len(keys), 1000):
+                chunk = [{"Key": k} for k in keys[start : start + 1000]]
+                self.s3.delete_objects(Bucket=self.settings.bucket, Delete={"Objects": chunk, "Quiet": True})
+        except ClientError as error:
+            self.logger.warning(
+                "Could not remove the job's re-staged files", extra={"job_name": job.name, "error_code": _code(error)}
+            )
 
     def _list(self, prefix: str, limit: int | None = None) -> list[str]:
         request: dict[str, Any] = {"Bucket": self.settings.bucket, "Prefix": prefix}

@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 
 from zstc_contract.sizing import (
+    MB,
     MULTI_RECORD,
+    RECORD_BYTES_PER_MB,
     SAMPLE_BYTES,
     SINGLE_RECORD,
     FileSample,
     choose_batching,
+    record_limit_bytes,
     record_weighted_pairs,
     sample_lines,
 )
@@ -137,3 +140,38 @@ def test_synthesis_decides_each_instance_types_rate_from_the_one_table():
     assert bigger is not None and bigger.source == "estimated"
     assert bigger.pairs_per_second == 4 * cpu.pairs_per_second
     assert batch_rate(settings, "ml.g5.xlarge") is None  # no A10G figure in the table: not guessed
+
+
+def test_a_multi_record_payload_is_never_smaller_than_the_jobs_largest_record():
+    # Given a fast instance (the T4 rate) and sparse records: every payload from 6 MB down would do on time
+    sample = FileSample(records=100, bytes=MB, weighted_pairs=100.0, largest_record_weighted_pairs=1.0)
+    free = choose_batching(
+        [sample], pairs_per_second=BART_LARGE_T4_PAIRS_PER_SECOND, timeout_seconds=3600, max_payload_mb=6
+    )
+    assert (free.strategy, free.max_payload_mb) == (MULTI_RECORD, 6)
+    # When the budget allows only 2 MB but the job holds a record of 3,000,001 bytes (4 MB under the 10^6 reading)
+    dense = FileSample(records=100, bytes=MB, weighted_pairs=200_000.0, largest_record_weighted_pairs=1.0)
+    rate = 200_000.0 * 2.5 / 900  # 2 MB fits a quarter of 3,600 s, 3 MB does not
+    small = choose_batching([dense], pairs_per_second=rate, timeout_seconds=3600, max_payload_mb=6)
+    assert (small.strategy, small.max_payload_mb) == (MULTI_RECORD, 2)
+    big = choose_batching(
+        [dense],
+        pairs_per_second=rate,
+        timeout_seconds=3600,
+        max_payload_mb=6,
+        largest_record_bytes=3 * RECORD_BYTES_PER_MB + 1,
+    )
+    # Then no MultiRecord payload both fits the record and the budget: one record per invocation, the configured
+    # payload kept (it holds every record that runs), and the reason names the record
+    assert (big.strategy, big.max_payload_mb) == (SINGLE_RECORD, 6)
+    assert "3,000,001 bytes" in big.reason and "needs 4 MB" in big.reason
+    # And a record that fits the budget's payload changes nothing
+    fits = choose_batching(
+        [dense], pairs_per_second=rate, timeout_seconds=3600, max_payload_mb=6, largest_record_bytes=2 * 10**6
+    )
+    assert (fits.strategy, fits.max_payload_mb) == (MULTI_RECORD, 2)
+
+
+def test_the_record_limit_holds_under_either_reading_of_mb():
+    assert record_limit_bytes(1) == 1_000_000 <= MB
+    assert record_limit_bytes(100) == 100 * RECORD_BYTES_PER_MB
