@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from model_shapes import REFERENCE, SHAPES, TWEET_VOCAB_SIZE, parameter_count, read_rows, shape_model  # noqa: E402
 
 from stacks.serving_env import serving_environment  # noqa: E402
-from zstc.models import THROUGHPUT_FILE  # noqa: E402
+from zstc_contract.rates import THROUGHPUT_FILE  # noqa: E402
 from zstc_local.serving import LocalServer  # noqa: E402
 from zstc_local.tiny_model import cached_tiny_model  # noqa: E402
 

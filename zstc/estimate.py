@@ -33,8 +33,8 @@ from rich.table import Table
 
 from zstc import inputs
 from zstc.errors import InputError, ZstcError
-from zstc.models import DATA_DIR, REPO, THROUGHPUT_FILE, find_model
-from zstc_contract.rates import ACCELERATORS, DEFAULT_SHAPE, Rate, select_rate
+from zstc.models import REPO, find_model
+from zstc_contract.rates import ACCELERATORS, DATA_DIR, DEFAULT_SHAPE, THROUGHPUT_FILE, Rate, select_rate
 
 PRICES_FILE: Final = DATA_DIR / "prices.json"
 CDK_JSON: Final = REPO / "cdk.json"

@@ -29,9 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zstc.errors import InputError, ZstcError
-from zstc_contract.rates import CATALOGUE_FILE, DEFAULT_SHAPE
-from zstc_contract.rates import DATA_DIR as DATA_DIR  # the data files' folder, as zstc.estimate reads it
-from zstc_contract.rates import THROUGHPUT_FILE as THROUGHPUT_FILE  # one path, the contract's (benchmarks read it)
+from zstc_contract.rates import CATALOGUE_FILE, DEFAULT_SHAPE, THROUGHPUT_FILE
 
 REPO: Final = Path(__file__).resolve().parents[1]
 SUPPORTED_ARCHITECTURES_FILE: Final = REPO / "model" / "code" / "supported_architectures.json"

@@ -19,6 +19,7 @@ from stacks.config import Settings
 from zstc import models
 from zstc.cli import app
 from zstc.models import Throughput
+from zstc_contract import rates
 
 REPO = Path(__file__).resolve().parents[3]
 REQUIRED = {
@@ -165,7 +166,7 @@ def test_unmeasured_shapes_stock_rows_and_other_hardware_give_no_cost():
 
 def test_the_existing_throughput_entries_keep_their_fields():
     # Other readers (cost estimates, batch sizing) read these names: they may grow, never change
-    data = json.loads(models.THROUGHPUT_FILE.read_text())
+    data = json.loads(rates.THROUGHPUT_FILE.read_text())
     required = {"shape", "hardware", "dtype", "handler", "pairs_per_second", "tokens_per_pair", "labels", "source"}
     for row in data["entries"]:
         assert required | {"machine", "date"} <= set(row), row
