@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from tests.integration.fake_hub import MODEL_ID, REVISION, VALID_TOKEN, model_files
 
@@ -47,22 +46,14 @@ def code_zip(files: Mapping[str, bytes]) -> bytes:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+def aws(mocked_aws: None) -> Iterator[SimpleNamespace]:
     """moto S3 and Secrets Manager with the stack's bucket and the CDK assets bucket."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.create_bucket(Bucket=ASSETS_BUCKET)
-        kms = boto3.client("kms", region_name="us-east-1")
-        key_arn = kms.create_key()["KeyMetadata"]["Arn"]
-        yield SimpleNamespace(s3=s3, key_arn=key_arn, secrets=boto3.client("secretsmanager", region_name="us-east-1"))
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.create_bucket(Bucket=ASSETS_BUCKET)
+    kms = boto3.client("kms", region_name="us-east-1")
+    key_arn = kms.create_key()["KeyMetadata"]["Arn"]
+    yield SimpleNamespace(s3=s3, key_arn=key_arn, secrets=boto3.client("secretsmanager", region_name="us-east-1"))
 
 
 class FakeContext:

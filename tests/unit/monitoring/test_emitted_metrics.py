@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from botocore.config import Config
-from moto import mock_aws
 
 from functions.batch_trigger.handler import TriggerFunction
 from functions.batch_trigger.handler import build_handler as build_trigger
@@ -28,16 +27,8 @@ CONTEXT = SimpleNamespace(
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield Env()
+def env(mocked_aws: None) -> Iterator[Env]:
+    yield Env()
 
 
 def emitted(stdout: str) -> list[dict[str, Any]]:
