@@ -66,32 +66,32 @@ class SettingsError(ValueError):
     """An environment variable is missing or invalid; the message names it, the bad value and the fix."""
 
 
-def required_env(env: Mapping[str, str], name: str) -> str:
+def required_env(env: Mapping[str, str], name: str, expected: str = "") -> str:
+    """``name``'s value; missing or empty fails naming it (the stack sets every variable it declares, so a missing
+    one means an environment not written by ``stacks/batch_environment.py``, not a default to fall back on)."""
     value = env.get(name, "")
     if not value:
-        raise SettingsError(f"{name} is not set: the batch stack sets it on the function; redeploy the stack")
+        hint = f" ({expected})" if expected else ""
+        raise SettingsError(f"{name} is not set{hint}: the batch stack sets it on the function; redeploy the stack")
     return value
 
 
-def prefix_env(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, default)
-    if not value or not value.endswith("/") or value.startswith("/"):
-        raise SettingsError(f"{name}={value!r}: expected an S3 key prefix ending in '/', e.g. {default!r}")
+def prefix_env(env: Mapping[str, str], name: str, example: str) -> str:
+    value = required_env(env, name, f"an S3 key prefix ending in '/', e.g. {example!r}")
+    if not value.endswith("/") or value.startswith("/"):
+        raise SettingsError(f"{name}={value!r}: expected an S3 key prefix ending in '/', e.g. {example!r}")
     return value
 
 
-def int_env(env: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        if default is None:
-            raise SettingsError(f"{name} is not set: expected an integer from {low} to {high}")
-        return default
+def int_env(env: Mapping[str, str], name: str, low: int, high: int) -> int:
+    expected = f"an integer from {low} to {high}"
+    raw = required_env(env, name, expected)
     try:
         value = int(raw)
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        raise SettingsError(f"{name}={raw!r}: expected an integer from {low} to {high}")
+        raise SettingsError(f"{name}={raw!r}: expected {expected}")
     return value
 
 
@@ -163,15 +163,21 @@ def parse_targets(raw: str | None) -> tuple[Target, ...]:
     return tuple(targets)
 
 
+# Every field below without a default is a variable ``stacks/batch_environment.py`` always sets: its value, and so
+# its default, is decided there (from ``stacks.config.Settings``, the one place for the user's settings, or from the
+# stack's own constants). ``from_env`` requires each; a missing one fails naming it instead of passing with a value
+# that may differ from the stack's. Defaults remain only for what has a meaning when absent.
+
+
 @dataclass(frozen=True, kw_only=True)
 class BucketSettings:
     """What both functions read alike: the data bucket, its prefixes and the stack's job-name prefix."""
 
     bucket: str
-    input_prefix: str = PREFIXES.input
-    output_prefix: str = PREFIXES.output
-    errors_prefix: str = PREFIXES.errors
-    manifest_prefix: str = PREFIXES.manifests
+    input_prefix: str
+    output_prefix: str
+    errors_prefix: str
+    manifest_prefix: str
     job_name_prefix: str
 
 
@@ -188,28 +194,29 @@ def _bucket_env(env: Mapping[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True, kw_only=True)
 class TriggerSettings(BucketSettings):
-    """The trigger function's configuration, read once from its environment (set by ``stacks/batch.py``)."""
+    """The trigger function's configuration, read once from its environment (``trigger_environment`` in
+    ``stacks/batch_environment.py``, which documents each value)."""
 
     claims_table: str
     queue_url: str
     targets: tuple[Target, ...]  # most preferred first
-    instance_count: int = 1
-    max_concurrent_jobs: int = 2
-    max_payload_mb: int = 1
-    max_concurrent_transforms: int = 1
-    model_timeout_seconds: int = 3600
-    model_retries: int = 1
+    instance_count: int
+    max_concurrent_jobs: int
+    max_payload_mb: int
+    max_concurrent_transforms: int
+    model_timeout_seconds: int
+    model_retries: int
     kms_key_arn: str
-    refusal_ttl_seconds: int = 6 * 3600  # how long a quota refusal of an instance type is remembered
-    window_seconds: int = 60
-    max_files_per_job: int = 1000
-    claim_ttl_seconds: int = 15 * 86_400
-    claim_grace_seconds: int = 300
-    backoff_base_seconds: int = 60
-    backoff_max_seconds: int = 900
+    refusal_ttl_seconds: int  # how long a quota refusal of an instance type is remembered
+    window_seconds: int
+    max_files_per_job: int
+    claim_ttl_seconds: int
+    claim_grace_seconds: int
+    backoff_base_seconds: int
+    backoff_max_seconds: int
     # MultiRecord: our handler answers a JSON Lines mini-batch line for line. SingleRecord: one line per request as
     # application/json, for the toolkit's stock handler (model_source=hub ships no handler).
-    batch_strategy: str = "MultiRecord"
+    batch_strategy: str
     # Where the trigger notifies of files it refuses or gives up on (None: logged only).
     topic_arn: str | None = None
     # The queue's maxReceiveCount: the receive after which a message is in the dead-letter queue (None: unknown).
@@ -225,35 +232,33 @@ class TriggerSettings(BucketSettings):
                 f"{Env.JOB_NAME_PREFIX}={prefix!r}: expected 1-{MAX_JOB_PREFIX} lower-case letters, digits and "
                 "single hyphens, e.g. 'zeroshot-batch'"
             )
-        d = cls  # the defaults above
         settings = cls(
             **_bucket_env(env),
             claims_table=required_env(env, Env.CLAIMS_TABLE),
             queue_url=required_env(env, Env.QUEUE_URL),
             job_name_prefix=prefix,
             targets=parse_targets(env.get(Env.BATCH_TARGETS)),
-            instance_count=int_env(env, Env.INSTANCE_COUNT, d.instance_count, 1, 100),
-            max_concurrent_jobs=int_env(env, Env.MAX_CONCURRENT_JOBS, d.max_concurrent_jobs, 1, 100),
-            max_payload_mb=int_env(env, Env.MAX_PAYLOAD_MB, d.max_payload_mb, 1, 100),
-            max_concurrent_transforms=int_env(env, Env.MAX_CONCURRENT_TRANSFORMS, d.max_concurrent_transforms, 1, 100),
-            model_timeout_seconds=int_env(env, Env.MODEL_TIMEOUT_SECONDS, d.model_timeout_seconds, 1, 3600),
-            model_retries=int_env(env, Env.MODEL_RETRIES, d.model_retries, 0, 3),
+            instance_count=int_env(env, Env.INSTANCE_COUNT, 1, 100),
+            max_concurrent_jobs=int_env(env, Env.MAX_CONCURRENT_JOBS, 1, 100),
+            max_payload_mb=int_env(env, Env.MAX_PAYLOAD_MB, 1, 100),
+            max_concurrent_transforms=int_env(env, Env.MAX_CONCURRENT_TRANSFORMS, 1, 100),
+            model_timeout_seconds=int_env(env, Env.MODEL_TIMEOUT_SECONDS, 1, 3600),
+            model_retries=int_env(env, Env.MODEL_RETRIES, 0, 3),
             kms_key_arn=required_env(env, Env.KMS_KEY_ARN),
-            refusal_ttl_seconds=int_env(env, Env.QUOTA_REFUSAL_TTL_SECONDS, d.refusal_ttl_seconds, 60, 7 * 86_400),
-            window_seconds=int_env(env, Env.BATCH_WINDOW_SECONDS, d.window_seconds, 0, 300),
-            max_files_per_job=int_env(env, Env.MAX_FILES_PER_JOB, d.max_files_per_job, 1, 10_000),
-            claim_ttl_seconds=int_env(env, Env.CLAIM_TTL_SECONDS, d.claim_ttl_seconds, 3600, 366 * 86_400),
-            claim_grace_seconds=int_env(env, Env.CLAIM_GRACE_SECONDS, d.claim_grace_seconds, 1, 86_400),
-            backoff_base_seconds=int_env(
-                env, Env.BACKOFF_BASE_SECONDS, d.backoff_base_seconds, 1, MAX_VISIBILITY_SECONDS
-            ),
-            backoff_max_seconds=int_env(env, Env.BACKOFF_MAX_SECONDS, d.backoff_max_seconds, 1, MAX_VISIBILITY_SECONDS),
-            batch_strategy=env.get(Env.BATCH_STRATEGY, d.batch_strategy),
+            refusal_ttl_seconds=int_env(env, Env.QUOTA_REFUSAL_TTL_SECONDS, 60, 7 * 86_400),
+            window_seconds=int_env(env, Env.BATCH_WINDOW_SECONDS, 0, 300),
+            max_files_per_job=int_env(env, Env.MAX_FILES_PER_JOB, 1, 10_000),
+            claim_ttl_seconds=int_env(env, Env.CLAIM_TTL_SECONDS, 3600, 366 * 86_400),
+            claim_grace_seconds=int_env(env, Env.CLAIM_GRACE_SECONDS, 1, 86_400),
+            backoff_base_seconds=int_env(env, Env.BACKOFF_BASE_SECONDS, 1, MAX_VISIBILITY_SECONDS),
+            backoff_max_seconds=int_env(env, Env.BACKOFF_MAX_SECONDS, 1, MAX_VISIBILITY_SECONDS),
+            batch_strategy=required_env(env, Env.BATCH_STRATEGY, " or ".join(BATCH_STRATEGIES)),
+            # Optional: each has a meaning when absent or empty (the functions handle None), see the fields.
             topic_arn=env.get(Env.TOPIC_ARN) or None,
             max_receive_count=(
-                int_env(env, Env.MAX_RECEIVE_COUNT, None, 1, 1000) if env.get(Env.MAX_RECEIVE_COUNT) else None
+                int_env(env, Env.MAX_RECEIVE_COUNT, 1, 1000) if env.get(Env.MAX_RECEIVE_COUNT) else None
             ),
-            rejected_record_field=env.get(Env.REJECTED_RECORD_FIELD) or None,
+            rejected_record_field=env.get(Env.REJECTED_RECORD_FIELD) or None,  # empty where the stock handler serves
         )
         if settings.batch_strategy not in BATCH_STRATEGIES:
             raise SettingsError(
@@ -282,9 +287,12 @@ class TriggerSettings(BucketSettings):
 
 @dataclass(frozen=True, kw_only=True)
 class OutcomeSettings(BucketSettings):
-    """The job-outcome function's configuration, read once from its environment (set by ``stacks/batch.py``)."""
+    """The job-outcome function's configuration, read once from its environment (``outcome_environment`` in
+    ``stacks/batch_environment.py``)."""
 
     topic_arn: str
+    # Not set by the stack (an operator may, on the function): outputs larger than this are published without their
+    # records counted (0: never count). The contract's bound, no copy of a user setting.
     count_records_max_bytes: int = COUNT_RECORDS_MAX_BYTES
 
     @classmethod

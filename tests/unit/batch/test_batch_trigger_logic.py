@@ -26,29 +26,19 @@ from functions.batch_trigger.logic import (
     transform_request,
     try_order,
 )
+from tests.declared_env import KEY_ARN, declared_trigger_environment
 from zstc_contract.backoff import backoff_seconds, receives_for_patience
 from zstc_contract.jobs import JOB_NAME, is_stack_job, job_name
 from zstc_contract.manifest import decode_manifest
 from zstc_contract.settings import SettingsError, Target, TriggerSettings, parse_targets
 
-KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555"
-BASE_ENV = {
-    "BUCKET_NAME": "data-bucket",
-    "CLAIMS_TABLE": "claims",
-    "QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
-    "JOB_NAME_PREFIX": "zeroshot-batch",
-    "BATCH_TARGETS": json.dumps(
-        [
-            {"instance_type": "ml.g5.xlarge", "model_name": "zstc-gpu", "volume_kms_key": None},
-            {"instance_type": "ml.m5.xlarge", "model_name": "zstc-cpu", "volume_kms_key": KEY_ARN},
-        ]
-    ),
-    "KMS_KEY_ARN": KEY_ARN,
-}
 GPU, CPU = (
     Target("ml.g5.xlarge", "zstc-gpu", None),
     Target("ml.m5.xlarge", "zstc-cpu", KEY_ARN),
 )
+# The trigger's environment as the stack declares it (cdk.json's settings; synthesis adds each target's pair rate),
+# with two targets: a GPU type first, then the CPU type. Each test overrides what it exercises.
+BASE_ENV = declared_trigger_environment([GPU, CPU])
 
 
 def make_settings(**overrides: str) -> TriggerSettings:
@@ -269,7 +259,8 @@ def test_request_runs_the_targets_model_on_its_instance_type() -> None:
 
 
 def test_targets_keep_the_configured_order() -> None:
-    assert make_settings().targets == (GPU, CPU)
+    decided = [(t.instance_type, t.model_name, t.volume_kms_key) for t in make_settings().targets]
+    assert decided == [(t.instance_type, t.model_name, t.volume_kms_key) for t in (GPU, CPU)]
 
 
 @pytest.mark.parametrize(

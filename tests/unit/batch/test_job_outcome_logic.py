@@ -15,13 +15,14 @@ from functions.job_outcome.logic import (
     manifest_uri,
     status_record,
 )
+from tests.declared_env import declared_outcome_environment, resource_names
 from tests.events import load_event
 from zstc_contract.jobs import is_stack_job
-from zstc_contract.settings import OutcomeSettings, SettingsError
+from zstc_contract.settings import Env, OutcomeSettings, SettingsError
 
-SETTINGS = OutcomeSettings.from_env(
-    {"BUCKET_NAME": "zstc-batch-test", "JOB_NAME_PREFIX": "zstc-test", "TOPIC_ARN": "arn:aws:sns:eu-west-1:1:t"}
-)
+# The function's environment as the stack declares it, for a bucket "zstc-batch-test" and the prefix "zstc-test".
+ENV = declared_outcome_environment(resources=resource_names(bucket="zstc-batch-test", job_name_prefix="zstc-test"))
+SETTINGS = OutcomeSettings.from_env(ENV)
 
 
 def event(name: str) -> JobEvent:
@@ -78,7 +79,7 @@ def test_the_failure_notice_fits_sns() -> None:
 
 def test_missing_topic_fails_with_the_variable_named() -> None:
     with pytest.raises(SettingsError, match="TOPIC_ARN"):
-        OutcomeSettings.from_env({"BUCKET_NAME": "b", "JOB_NAME_PREFIX": "p"})
+        OutcomeSettings.from_env({k: v for k, v in ENV.items() if k != Env.TOPIC_ARN})
 
 
 @pytest.mark.parametrize("fixture", ["batch_transform_job_completed.json", "batch_transform_job_failed.json"])

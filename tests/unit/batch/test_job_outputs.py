@@ -18,6 +18,7 @@ from functions.job_outcome.logic import (
     match_outputs,
     status_record,
 )
+from tests.declared_env import declared_outcome_environment, declared_trigger_environment, resource_names
 from tests.events import load_event
 from zstc_contract.layout import (
     BASE_NAME,
@@ -37,8 +38,11 @@ from zstc_contract.versions import decode_versions, encode_versions, version_id_
 
 JOB = "zstc-test-0123456789abcdef01234567"
 JOB_PREFIX = job_output_prefix(PREFIXES.output, JOB)
-SETTINGS = OutcomeSettings.from_env(
-    {"BUCKET_NAME": "bkt", "JOB_NAME_PREFIX": "zstc-test", "TOPIC_ARN": "arn:aws:sns:eu-west-1:1:t"}
+# Both functions' environments as the stack declares them, for a bucket "bkt" and the job-name prefix "zstc-test".
+NAMES = resource_names(bucket="bkt", job_name_prefix="zstc-test")
+SETTINGS = OutcomeSettings.from_env(declared_outcome_environment(resources=NAMES))
+TRIGGER_SETTINGS = TriggerSettings.from_env(
+    declared_trigger_environment([Target("ml.m5.xlarge", "m", None)], resources=NAMES)
 )
 
 
@@ -54,13 +58,7 @@ def match(entries: list[str], keys: list[str]) -> dict[str, OutputMatch]:
 
 
 def test_each_job_writes_in_its_own_folder_apart_from_inputs_and_published_results() -> None:
-    settings = TriggerSettings.from_env(
-        {
-            "BUCKET_NAME": "bkt", "JOB_NAME_PREFIX": "zstc-test", "CLAIMS_TABLE": "c", "QUEUE_URL": "q",
-            "BATCH_TARGETS": json.dumps([{"instance_type": "ml.m5.xlarge", "model_name": "m", "volume_kms_key": None}]),
-            "KMS_KEY_ARN": "arn:aws:kms:us-east-1:1:key/k",
-        }
-    )  # fmt: skip
+    settings = TRIGGER_SETTINGS
     target = Target("ml.m5.xlarge", "m", None)
     one = transform_request(settings, JOB, "s3://bkt/manifests/x.json", 1, target)
     other = transform_request(settings, JOB[:-1] + "8", "s3://bkt/manifests/y.json", 1, target)
@@ -74,13 +72,7 @@ def test_each_job_writes_in_its_own_folder_apart_from_inputs_and_published_resul
 
 
 def test_the_version_sidecar_lies_next_to_the_manifest_and_keeps_each_entrys_version() -> None:
-    settings = TriggerSettings.from_env(
-        {
-            "BUCKET_NAME": "bkt", "JOB_NAME_PREFIX": "zstc-test", "CLAIMS_TABLE": "c", "QUEUE_URL": "q",
-            "BATCH_TARGETS": json.dumps([{"instance_type": "ml.m5.xlarge", "model_name": "m", "volume_kms_key": None}]),
-            "KMS_KEY_ARN": "arn:aws:kms:us-east-1:1:key/k",
-        }
-    )  # fmt: skip
+    settings = TRIGGER_SETTINGS
     objects = [S3Object("bkt", "input/a/x.jsonl", "v-3HL4kqtJlcpXroDTDmJ"), S3Object("bkt", "input/b.jsonl", "s-0A1")]
     key, body = versions_sidecar(settings, JOB, objects)
     assert key == versions_key("manifests/", JOB) == f"manifests/{JOB}.versions.json"

@@ -140,6 +140,7 @@ def _tweets_job(s3, strategy: str) -> dict:
 def test_the_old_1_mb_cpu_mini_batch_times_out_and_the_new_sizing_finishes(s3):
     from functions.batch_trigger.logic import job_batching
     from functions.batch_trigger.sampling import samples_of
+    from tests.declared_env import declared_trigger_environment, resource_names
     from zstc_contract.settings import Target, TriggerSettings
 
     # bart-large on ml.m5.xlarge, as synthesis decides it from the throughput table
@@ -153,9 +154,7 @@ def test_the_old_1_mb_cpu_mini_batch_times_out_and_the_new_sizing_finishes(s3):
     assert calls == []  # the emulation does not wait out an hour; it knows the answer
     # When the trigger sizes the job (the same code as in AWS) from the file's first lines
     head = s3.get_object(Bucket="bkt", Key="input/tweets.jsonl", Range="bytes=0-262143")["Body"].read()
-    settings = TriggerSettings(
-        bucket="bkt", claims_table="t", queue_url="q", job_name_prefix="p-batch", targets=(cpu,), kms_key_arn="k"
-    )
+    settings = TriggerSettings.from_env(declared_trigger_environment([cpu], resources=resource_names(bucket="bkt")))
     batching = job_batching(settings, cpu, samples_of([(head, False)], tokens_per_pair=cpu.tokens_per_pair))
     sized = dict(old, BatchStrategy=batching.strategy, MaxPayloadInMB=batching.max_payload_mb)
     passed = LocalTransformRunner(s3=s3, invoke=echo(calls), targets=[cpu]).run(sized)

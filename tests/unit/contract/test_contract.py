@@ -12,8 +12,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stacks.batch_environment import BatchResources, TargetDecision, outcome_environment, trigger_environment
+from stacks.batch_environment import (
+    BACKOFF_BASE_SECONDS,
+    BatchResources,
+    TargetDecision,
+    max_receive_count,
+    outcome_environment,
+    trigger_environment,
+)
 from stacks.config import Settings
+from stacks.serving_env import HANDLER_REJECTED_RECORD_FIELD
+from zstc_contract.backoff import backoff_max_seconds
 from zstc_contract.jobs import JOB_NAME, TERMINAL_JOB_STATES, is_stack_job, job_name
 from zstc_contract.layout import (
     PREFIXES,
@@ -187,33 +196,124 @@ def test_the_reader_tolerates_foreign_or_partial_records_and_refuses_non_objects
 # --- the environment: every name the stack sets is one the functions read -----------------------------------------
 
 
+RESOURCES = BatchResources(
+    bucket_name="b", claims_table_name="t", queue_url="https://sqs/q", topic_arn="arn:aws:sns:r:1:t",
+    key_arn="arn:aws:kms:r:1:key/k", job_name_prefix="zs-batch",
+)  # fmt: skip
+TARGETS = [TargetDecision("ml.m5.xlarge", "zs-cpu", "arn:aws:kms:r:1:key/k")]
+# The environments the stack declares for the configuration's defaults (``Settings``, the one place for them).
+TRIGGER_ENV = trigger_environment(Settings(), RESOURCES, TARGETS)
+OUTCOME_ENV = outcome_environment(Settings(), RESOURCES)
+# Declared, but read by Powertools for AWS Lambda, not by ``from_env``.
+READ_BY_POWERTOOLS = {Env.METRICS_NAMESPACE, Env.LOG_LEVEL, Env.SERVICE_NAME}
+# Declared, but each has a meaning when absent or empty (the field is None), so the trigger runs without it.
+OPTIONAL_FOR_THE_TRIGGER = {
+    Env.TOPIC_ARN: "topic_arn",  # notices logged only
+    Env.MAX_RECEIVE_COUNT: "max_receive_count",  # the last receive before the dead-letter queue unknown
+    Env.REJECTED_RECORD_FIELD: "rejected_record_field",  # the stock handler (the stack writes it empty for hub)
+}
+# Every other variable the stack declares: missing or empty, the function fails naming it.
+REQUIRED_BY_THE_TRIGGER = sorted(set(TRIGGER_ENV) - READ_BY_POWERTOOLS - set(OPTIONAL_FOR_THE_TRIGGER))
+REQUIRED_BY_THE_OUTCOME = sorted(set(OUTCOME_ENV) - READ_BY_POWERTOOLS)
+# A configuration with every batch setting away from its default (and the stock handler of model_source=hub).
+CHANGED = {
+    "model_source": "hub",
+    "batch_instance_count": 3,
+    "batch_window_seconds": 17,
+    "batch_max_concurrent_jobs": 7,
+    "batch_max_payload_mb": 6,
+    "batch_model_timeout_seconds": 1234,
+    "batch_model_retries": 3,
+    "batch_patience_hours": 48,
+}
+
+
+def without(env: dict[str, str], name: str, how: str) -> dict[str, str]:
+    """``env`` with ``name`` left out (``how="missing"``) or set to the empty string."""
+    return {k: v for k, v in env.items() if k != name} if how == "missing" else {**env, name: ""}
+
+
 def test_the_declared_environment_is_read_back_by_both_functions() -> None:
-    settings = Settings.from_context({})
-    resources = BatchResources(
-        bucket_name="b", claims_table_name="t", queue_url="https://sqs/q", topic_arn="arn:aws:sns:r:1:t",
-        key_arn="arn:aws:kms:r:1:key/k", job_name_prefix="zs-batch",
-    )  # fmt: skip
-    targets = [TargetDecision("ml.m5.xlarge", "zs-cpu", "arn:aws:kms:r:1:key/k")]
-    trigger = trigger_environment(settings, resources, targets)
-    outcome = outcome_environment(settings, resources)
     names = {value for key, value in vars(Env).items() if key.isupper()}
-    assert set(trigger) <= names and set(outcome) <= names
-    parsed = TriggerSettings.from_env(trigger)
+    assert set(TRIGGER_ENV) <= names and set(OUTCOME_ENV) <= names
+    parsed = TriggerSettings.from_env(TRIGGER_ENV)
     assert parsed.bucket == "b" and parsed.input_prefix == PREFIXES.input
     # the decided target, with the pair rate synthesis adds from the table (bart-large on 2 physical cores)
     (target,) = parsed.targets
     assert (target.instance_type, target.model_name, target.volume_kms_key) == (
         "ml.m5.xlarge",
         "zs-cpu",
-        targets[0].volume_kms_key,
+        TARGETS[0].volume_kms_key,
     )
     assert target.pairs_per_second is not None and target.pairs_per_second > 0
-    assert OutcomeSettings.from_env(outcome).topic_arn == resources.topic_arn
+    assert OutcomeSettings.from_env(OUTCOME_ENV).topic_arn == RESOURCES.topic_arn
 
 
-def test_a_bad_variable_is_named() -> None:
-    with pytest.raises(SettingsError, match=f"^{Env.TOPIC_ARN} is not set"):
-        OutcomeSettings.from_env({Env.BUCKET_NAME: "b", Env.JOB_NAME_PREFIX: "p"})
+@pytest.mark.parametrize("settings", [Settings(), Settings.from_context(CHANGED)], ids=["defaults", "changed"])
+def test_the_functions_read_the_configurations_values_from_the_declared_environment(settings: Settings) -> None:
+    # Given the environments the stack declares for a configuration
+    trigger = TriggerSettings.from_env(trigger_environment(settings, RESOURCES, TARGETS))
+    outcome = OutcomeSettings.from_env(outcome_environment(settings, RESOURCES))
+    # Then each user setting reaches the trigger as configured (no fallback of the functions' own)
+    assert trigger.instance_count == settings.batch_instance_count
+    assert trigger.max_concurrent_jobs == settings.batch_max_concurrent_jobs
+    assert trigger.max_payload_mb == settings.batch_max_payload_mb
+    assert trigger.model_timeout_seconds == settings.batch_model_timeout_seconds
+    assert trigger.model_retries == settings.batch_model_retries
+    assert trigger.window_seconds == settings.batch_window_seconds
+    # and so do the stack's derivations from them
+    patience = settings.batch_patience_hours * 3600
+    assert trigger.max_receive_count == max_receive_count(settings)
+    assert trigger.backoff_base_seconds == BACKOFF_BASE_SECONDS
+    assert trigger.backoff_max_seconds == backoff_max_seconds(patience)
+    assert trigger.claim_ttl_seconds > patience
+    hub = settings.model_source == "hub"
+    assert trigger.batch_strategy == ("SingleRecord" if hub else "MultiRecord")
+    assert trigger.rejected_record_field == (None if hub else HANDLER_REJECTED_RECORD_FIELD)
+    # and the resources' names and the layout's prefixes reach both functions
+    for read in (trigger, outcome):
+        assert (read.bucket, read.job_name_prefix, read.topic_arn) == ("b", "zs-batch", RESOURCES.topic_arn)
+        prefixes = (read.input_prefix, read.output_prefix, read.errors_prefix, read.manifest_prefix)
+        assert prefixes == (PREFIXES.input, PREFIXES.output, PREFIXES.errors, PREFIXES.manifests)
+    assert (trigger.claims_table, trigger.queue_url, trigger.kms_key_arn) == ("t", "https://sqs/q", RESOURCES.key_arn)
+
+
+def test_the_defaults_case_is_the_configurations_defaults() -> None:
+    # The stack's defaults differ from the CHANGED ones everywhere, so the test above reads each variable.
+    defaults = Settings()
+    assert all(getattr(defaults, key) != value for key, value in CHANGED.items())
+
+
+@pytest.mark.parametrize("how", ["missing", "empty"])
+@pytest.mark.parametrize("name", REQUIRED_BY_THE_TRIGGER)
+def test_each_variable_the_stack_sets_on_the_trigger_is_required(name: str, how: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name} is not set"):
+        TriggerSettings.from_env(without(TRIGGER_ENV, name, how))
+
+
+@pytest.mark.parametrize("how", ["missing", "empty"])
+@pytest.mark.parametrize("name", REQUIRED_BY_THE_OUTCOME)
+def test_each_variable_the_stack_sets_on_the_job_outcome_function_is_required(name: str, how: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name} is not set"):
+        OutcomeSettings.from_env(without(OUTCOME_ENV, name, how))
+
+
+def test_the_required_variables_include_every_user_setting_and_the_resources() -> None:
+    assert {
+        Env.BUCKET_NAME, Env.CLAIMS_TABLE, Env.QUEUE_URL, Env.KMS_KEY_ARN, Env.JOB_NAME_PREFIX, Env.BATCH_TARGETS,
+        Env.INSTANCE_COUNT, Env.MAX_CONCURRENT_JOBS, Env.MAX_PAYLOAD_MB, Env.MODEL_TIMEOUT_SECONDS,
+        Env.MODEL_RETRIES, Env.BATCH_WINDOW_SECONDS, Env.BACKOFF_MAX_SECONDS, Env.INPUT_PREFIX,
+    } <= set(REQUIRED_BY_THE_TRIGGER)  # fmt: skip
+    assert {Env.BUCKET_NAME, Env.JOB_NAME_PREFIX, Env.TOPIC_ARN, Env.OUTPUT_PREFIX} <= set(REQUIRED_BY_THE_OUTCOME)
+
+
+@pytest.mark.parametrize("how", ["missing", "empty"])
+@pytest.mark.parametrize(("name", "field"), sorted(OPTIONAL_FOR_THE_TRIGGER.items()))
+def test_the_trigger_runs_without_an_optional_variable(name: str, field: str, how: str) -> None:
+    # Given the declared environment, which sets it (the staged model: our handler)
+    assert getattr(TriggerSettings.from_env(TRIGGER_ENV), field) is not None
+    # When it is absent, the trigger reads it as None (see TriggerSettings' fields for what that means)
+    assert getattr(TriggerSettings.from_env(without(TRIGGER_ENV, name, how)), field) is None
 
 
 # --- no copies -----------------------------------------------------------------------------------------------------
