@@ -27,6 +27,7 @@ from zstc_contract.layout import (
 from zstc_contract.settings import OutcomeSettings
 from zstc_contract.status import OutcomeDetail, StatusRecord
 from zstc_contract.uri import s3_uri
+from zstc_contract.versions import version_id_of
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,22 @@ def is_superseded(job_version_id: str | None, current_version_id: str | None) ->
     """The input was overwritten while its job ran: both versions are known and differ (a deleted input, or one
     of unknown version, is not)."""
     return job_version_id is not None and current_version_id is not None and job_version_id != current_version_id
+
+
+def record_version(record: StatusRecord) -> str | None:
+    """The input version a status record is of: the job-outcome function's ``version_id``, or the VersionId the
+    trigger's ``revision`` names (``v-<VersionId>``); None when it names none."""
+    if record.version_id:
+        return record.version_id
+    return version_id_of(record.revision) if record.revision else None
+
+
+def newer_result_in_place(records: Iterable[StatusRecord | None], current_version_id: str | None) -> bool:
+    """Whether one of the file's status records in place (``None``: no record there) is of the input's current
+    version: then a superseded job of an earlier version writes nothing (that record is the file's result)."""
+    return current_version_id is not None and any(
+        record is not None and record_version(record) == current_version_id for record in records
+    )
 
 
 # --- what became of each file ---------------------------------------------------------------------------------

@@ -11,6 +11,12 @@ run's. For every input file of the job (read from its manifest) this function
    record and, on failure, an earlier run's ``.out`` are removed (noncurrent versions stay, on the versioned bucket),
    so an earlier success is never reported for a new job.
 
+A superseded job's record never replaces the newer version's: the input's newer version has its own job, which may
+end while this one is recorded. The ``Superseded`` record is written only where no record of the input's current
+version is in place, in either place, with an S3 conditional write (``IfMatch`` the ETag read, or ``IfNoneMatch``
+when the key was empty): a record that changed in between fails the write, and the places are read again
+(:meth:`OutcomeRecorder._put_superseded`).
+
 Each file is handled on its own: an exception for one (a key too long, an S3 error) ends as that file's failure
 status and the others go on. When any file failed one notice goes to the SNS topic, listing also the files whose
 status record could not be written. Re-delivered events rewrite the same records: the function is idempotent.
@@ -18,8 +24,8 @@ status record could not be written. Re-delivered events rewrite the same records
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
@@ -39,7 +45,7 @@ from zstc_contract.layout import (
 )
 from zstc_contract.manifest import decode_manifest
 from zstc_contract.settings import OutcomeSettings
-from zstc_contract.status import SUCCEEDED, SUPERSEDED, StatusRecord, put_status_record
+from zstc_contract.status import CONTENT_TYPE, SUCCEEDED, SUPERSEDED, StatusRecord, put_status_record
 from zstc_contract.uri import split_uri
 from zstc_contract.versions import EntryVersion, decode_versions
 
@@ -55,10 +61,28 @@ from .logic import (
     job_output_uri,
     manifest_uri,
     match_outputs,
+    newer_result_in_place,
     status_record,
 )
 
 NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+# A conditional write or delete whose key changed since it was read: the precondition failed (412), a concurrent
+# conditional request won (409), or an ``IfMatch`` key is gone (404).
+CHANGED: Final = ("412", "PreconditionFailed", "409", "ConditionalRequestConflict", *NOT_FOUND)
+SUPERSEDED_WRITE_ATTEMPTS: Final = 4  # reads and conditional writes of one Superseded record before giving up
+
+
+class ConcurrentWrites(RuntimeError):
+    """The status record changed under every conditional write of a Superseded record."""
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What one status key holds: its record (None: nothing there, or not a status record) and its ETag (None:
+    no object at the key)."""
+
+    record: StatusRecord | None
+    etag: str | None
 
 
 def _code(error: ClientError) -> str:
@@ -279,10 +303,11 @@ class OutcomeRecorder:
                 key = long_key_status_key(self.settings.errors_prefix, object_key)
             if outcome.superseded:
                 # Nothing of the canonical place is removed: it is the newer version's, or becomes it.
-                if self._newer_result_published(outcome):
+                written = self._put_superseded(job, outcome, key)
+                if written is None:
                     self.logger.info("File superseded: its newer version's result is already published", extra=log)
                     return True
-                put_status_record(self.s3, self.settings.bucket, key, record)
+                record = written
             else:
                 put_status_record(self.s3, self.settings.bucket, key, record)
                 self._clear_other_place(outcome, record)
@@ -297,19 +322,75 @@ class OutcomeRecorder:
             self.logger.warning("File failed", extra={**log, "reason": record.reason})
         return True
 
-    def _newer_result_published(self, outcome: FileOutcome) -> bool:
-        """Whether a status record of the input's current version is in place (its own job finished first)."""
-        for prefix in (self.settings.output_prefix, self.settings.errors_prefix):
+    def _put_superseded(self, job: JobEvent, outcome: FileOutcome, key: str) -> StatusRecord | None:
+        """Write the superseded job's record at ``key`` unless a record of the input's current version is in place
+        (there, or next to the output): the record written, or None when the newer result stands.
+
+        Each try reads both places, then the input's current version, and writes only if ``key`` is unchanged since
+        read (``IfMatch`` its ETag, ``IfNoneMatch`` when it was empty); a changed key is read again. A newer success
+        lands next to the output, then removes the record under ``errors/``: if that removal came before this write
+        the write sees nothing changed, so once written the output's place is read again and, holding the current
+        version's record, the Superseded record just written is removed (``IfMatch`` its own ETag: a record that
+        replaced it stays). ConcurrentWrites after SUPERSEDED_WRITE_ATTEMPTS tries."""
+        relative = outcome.relative
+        beside_output = status_key(self.settings.output_prefix, relative)
+        others = [beside_output] if beside_output != key and key_bytes(beside_output) <= MAX_KEY_BYTES else []
+        object_key = input_key(self.settings.input_prefix, relative)
+        for _ in range(SUPERSEDED_WRITE_ATTEMPTS):
+            here = self._placed(key)
+            elsewhere = [self._placed(k).record for k in others]
+            # The input's version read after the records: a newer version's record read above is of this version,
+            # or of one that was current when it was written (then this write's condition fails if it changed).
+            current = self._current_version(object_key)
+            if current is None or current == outcome.version_id:  # deleted since, or the job's own again: as read
+                current = outcome.current_version_id
+            if newer_result_in_place([here.record, *elsewhere], current):
+                return None
+            _, record = status_record(self.settings, job, replace(outcome, current_version_id=current))
+            condition = {"IfMatch": here.etag} if here.etag else {"IfNoneMatch": "*"}
             try:
-                body = self.s3.get_object(Bucket=self.settings.bucket, Key=status_key(prefix, outcome.relative))
-                if StatusRecord.decode(body["Body"].read()).version_id == outcome.current_version_id:
-                    return True
+                answer = self.s3.put_object(
+                    Bucket=self.settings.bucket, Key=key, Body=record.encode(), ContentType=CONTENT_TYPE, **condition
+                )
             except ClientError as error:
-                if _code(error) not in NOT_FOUND:
+                if _code(error) not in CHANGED:
                     raise
-            except ValueError:
+                self.logger.info(
+                    "The status record changed while a superseded job was recorded: reading it again",
+                    extra={"status_key": key[:256], "job_name": job.name, "error_code": _code(error)},
+                )
                 continue
-        return False
+            if newer_result_in_place([self._placed(k).record for k in others], current):
+                self._remove_if_unchanged(key, str(answer.get("ETag", "")))
+                return None
+            return record
+        raise ConcurrentWrites(
+            f"the status record {key[:256]} changed under each of {SUPERSEDED_WRITE_ATTEMPTS} conditional writes"
+        )
+
+    def _placed(self, key: str) -> Placed:
+        try:
+            answer = self.s3.get_object(Bucket=self.settings.bucket, Key=key)
+        except ClientError as error:
+            if _code(error) in NOT_FOUND:
+                return Placed(None, None)
+            raise
+        etag = str(answer.get("ETag") or "") or None
+        try:
+            return Placed(StatusRecord.decode(answer["Body"].read()), etag)
+        except ValueError:  # not JSON, or not an object: replaced like any record of an earlier version
+            return Placed(None, etag)
+
+    def _remove_if_unchanged(self, key: str, etag: str) -> None:
+        """Remove the object at ``key`` if it is still the one of ``etag`` (S3 conditional delete); without an ETag
+        nothing is removed (what is there might be another job's)."""
+        if not etag:
+            return
+        try:
+            self.s3.delete_object(Bucket=self.settings.bucket, Key=key, IfMatch=etag)
+        except ClientError as error:
+            if _code(error) not in CHANGED:
+                raise
 
     def _clear_other_place(self, outcome: FileOutcome, record: StatusRecord) -> None:
         """One place per input: a success removes an earlier failure's record; anything else removes an earlier
