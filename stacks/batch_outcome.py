@@ -106,8 +106,9 @@ class OutcomeFunction(BatchFunction):
                     " each file's output to output/<file>.out and removes an earlier run's: only *.out under output/.",
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.output}*{STATUS_SUFFIX}]": "Writes one status "
                     "record per input file, named after it: only *.status.json under output/.",
-                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*{STATUS_SUFFIX}]": "Writes one status "
-                    "record per failed input file: only *.status.json under errors/.",
+                    f"AwsSolutions-IAM5[Resource::{bucket_arn}/{PREFIXES.errors}*{STATUS_SUFFIX}]": "Reads and writes "
+                    "one status record per failed input file (a superseded job's write is conditional on what it "
+                    "read): only *.status.json under errors/.",
                     f"AwsSolutions-IAM5[Resource::{bucket_arn}/{STAGED_PREFIX}*]": "Deletes the finished job's "
                     "re-staged files (named after the job) once its outcome is recorded: only under "
                     "manifests/_staged/.",
@@ -143,12 +144,13 @@ class OutcomeFunction(BatchFunction):
     def _grant(self, bucket: s3.IBucket, key: kms.IKey) -> None:
         allow = self.allow
         allow("UseStackKey", ["kms:Decrypt", "kms:GenerateDataKey*"], [key.key_arn])
-        # HeadObject on a missing output (or a deleted input) answers 404, not 403, only with ListBucket.
+        # HeadObject / GetObject of a missing output, status record or deleted input answers 404, not 403, only
+        # with ListBucket.
         allow(
             "ListOutputsAndInputs",
             ["s3:ListBucket"],
             [bucket.bucket_arn],
-            StringLike={"s3:prefix": [f"{PREFIXES.output}*", f"{PREFIXES.input}*"]},
+            StringLike={"s3:prefix": [f"{PREFIXES.output}*", f"{PREFIXES.input}*", f"{PREFIXES.errors}*"]},
         )
         allow(
             "ReadManifestsAndOutputs",
@@ -165,9 +167,11 @@ class OutcomeFunction(BatchFunction):
         allow("DeleteStagedFiles", ["s3:DeleteObject"], [bucket.arn_for_objects(f"{STAGED_PREFIX}*")])
         # One place per input: the status record is written there and the other place's record removed; the output
         # is copied from the job's folder to output/<file>.out, and an earlier run's removed when the file failed.
+        # A superseded job's record is read first and written conditionally (If-Match / If-None-Match; a conditional
+        # delete asks s3:GetObject too), so it never replaces the newer version's.
         allow(
             "WriteStatusRecords",
-            ["s3:PutObject", "s3:DeleteObject"],
+            ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
             [
                 bucket.arn_for_objects(f"{PREFIXES.output}*{STATUS_SUFFIX}"),
                 bucket.arn_for_objects(f"{PREFIXES.errors}*{STATUS_SUFFIX}"),

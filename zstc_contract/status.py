@@ -210,6 +210,10 @@ class StatusRecord:
         return cls.from_json(data)
 
 
-def put_status_record(s3: Any, bucket: str, key: str, record: StatusRecord) -> None:
-    """Write ``record`` with an S3 client (boto3's ``put_object``)."""
-    s3.put_object(Bucket=bucket, Key=key, Body=record.encode(), ContentType=CONTENT_TYPE)
+def put_status_record(s3: Any, bucket: str, key: str, record: StatusRecord, **conditions: str) -> dict[str, Any]:
+    """Write ``record`` with an S3 client (boto3's ``put_object``); ``conditions``: S3's conditional-write
+    arguments (``IfMatch`` / ``IfNoneMatch``). Returns S3's answer (its ``ETag`` among others)."""
+    answer: dict[str, Any] = s3.put_object(
+        Bucket=bucket, Key=key, Body=record.encode(), ContentType=CONTENT_TYPE, **conditions
+    )
+    return answer

@@ -45,7 +45,7 @@ from zstc_contract.layout import (
 )
 from zstc_contract.manifest import decode_manifest
 from zstc_contract.settings import OutcomeSettings
-from zstc_contract.status import CONTENT_TYPE, SUCCEEDED, SUPERSEDED, StatusRecord, put_status_record
+from zstc_contract.status import SUCCEEDED, SUPERSEDED, StatusRecord, put_status_record
 from zstc_contract.uri import split_uri
 from zstc_contract.versions import EntryVersion, decode_versions
 
@@ -349,9 +349,7 @@ class OutcomeRecorder:
             _, record = status_record(self.settings, job, replace(outcome, current_version_id=current))
             condition = {"IfMatch": here.etag} if here.etag else {"IfNoneMatch": "*"}
             try:
-                answer = self.s3.put_object(
-                    Bucket=self.settings.bucket, Key=key, Body=record.encode(), ContentType=CONTENT_TYPE, **condition
-                )
+                answer = put_status_record(self.s3, self.settings.bucket, key, record, **condition)
             except ClientError as error:
                 if _code(error) not in CHANGED:
                     raise

@@ -27,12 +27,13 @@ def test_the_outcome_function_reads_inputs_and_job_folders_and_publishes_only_ou
         ["output", "*.out"]
     ]
     actions, resources = found["WriteStatusRecords"]
-    assert actions == {"s3:PutObject", "s3:DeleteObject"}
+    # read too: a superseded job writes its record only if the key is as it read it (conditional put and delete)
+    assert actions == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
     assert all(r.endswith(".status.json") for r in resources) and len(resources) == 2
-    # a deleted input answers 404 (Superseded), not 403: ListBucket on both prefixes, nothing else
+    # a deleted input or a missing status record answers 404, not 403: ListBucket on these prefixes, nothing else
     (listing,) = [st for st in statements_of(synth(), "BatchOutcome") if st.get("Sid") == "ListOutputsAndInputs"]
     assert listing["Action"] == "s3:ListBucket"
-    assert sorted(listing["Condition"]["StringLike"]["s3:prefix"]) == ["input/*", "output/*"]
+    assert sorted(listing["Condition"]["StringLike"]["s3:prefix"]) == ["errors/*", "input/*", "output/*"]
     _, read = found["ReadManifestsAndOutputs"]
     assert any(r.endswith("/output/*") for r in read)  # the job folders lie under output/
     for statement in statements_of(synth(), "BatchOutcome"):
