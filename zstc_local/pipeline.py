@@ -52,7 +52,7 @@ from zstc.stack import StackOutputs
 from zstc_contract.layout import PREFIXES
 from zstc_contract.settings import Env, parse_targets
 from zstc_local.resources import ACCOUNT, EmulatedBatch, ResourceNames, create_batch_resources, stack_settings
-from zstc_local.runner import Invoke, JobOutcome, LocalTransformRunner, state_change_event
+from zstc_local.runner import Invoke, LocalTransformRunner, TransformRun, state_change_event
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto accepts any
@@ -80,7 +80,7 @@ class FakeLambdaContext:
 class PipelineStats:
     trigger_invocations: int = 0
     messages: int = 0
-    jobs: list[JobOutcome] = field(default_factory=list)
+    jobs: list[TransformRun] = field(default_factory=list)
     outcome_invocations: int = 0
     errors: list[str] = field(default_factory=list)
 

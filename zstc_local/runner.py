@@ -295,7 +295,3 @@ def state_change_event(
         "resources": [description.get("TransformJobArn", "")],
         "detail": detail,
     }
-
-
-# The old name, until zstc_local/pipeline.py (changed by another task right now) imports TransformRun.
-JobOutcome = TransformRun

@@ -1,6 +1,6 @@
 """Lambda entry point of the job-outcome function: EventBridge transform-job state changes → status records + SNS.
 
-:func:`build_handler` reads and validates the settings once; the work is in :class:`service.JobOutcome`.
+:func:`build_handler` reads and validates the settings once; the work is in :class:`service.OutcomeRecorder`.
 ``handler`` (what Lambda calls) and :func:`build_handler` (the emulation's and the tests', from a declared
 environment): see ``zstc_contract.function``.
 """
@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger, Metrics
 from zstc_contract.function import FunctionRuntime, lazy_handler
 from zstc_contract.settings import OutcomeSettings
 
-from .service import JobOutcome
+from .service import OutcomeRecorder
 
 
 class OutcomeFunction(FunctionRuntime, service="job-outcome", max_attempts=5, powertools=(Logger, Metrics)):
@@ -25,12 +25,12 @@ class OutcomeFunction(FunctionRuntime, service="job-outcome", max_attempts=5, po
 
     def configure(self, env: Mapping[str, str]) -> None:
         self.settings = OutcomeSettings.from_env(env)
-        self._service: JobOutcome | None = None
+        self._service: OutcomeRecorder | None = None
 
-    def service(self) -> JobOutcome:
+    def service(self) -> OutcomeRecorder:
         """The work, with the clients created on first use (once per container)."""
         if self._service is None:
-            self._service = JobOutcome(
+            self._service = OutcomeRecorder(
                 self.settings,
                 s3=self.client("s3"),
                 sns=self.client("sns"),

@@ -403,7 +403,3 @@ class OutcomeRecorder:
             ]
         for key in stale:
             self.s3.delete_object(Bucket=self.settings.bucket, Key=key)
-
-
-# The old name, until handler.py (rewritten by another change) imports OutcomeRecorder.
-JobOutcome = OutcomeRecorder

@@ -700,9 +700,9 @@ def parse_record(value: Any, default_template: str = DEFAULT_TEMPLATE) -> Record
             "(several records: one object per line, JSON Lines)."
         )
         return record
-    if REJECTED_RECORD_FIELD in value:
-        return _rejected_record(value)
     try:
+        if REJECTED_RECORD_FIELD in value:
+            return _rejected_record(value)
         if "id" in value:
             _check_id(value["id"])  # an invalid id is not echoed: the answer keeps its place in the output
             record.has_id, record.id = True, value["id"]
